@@ -1,0 +1,103 @@
+"""Real-engine check: run uniform and dp_min_max partitions of the default MLP on
+torch.distributed.pipelining (2 gloo processes on CPU, threads = 1 each) and compare the
+measured step times with the simulator's predictions (measured link, same-condition profile).
+
+Run from the repository root (about 1-2 minutes on 2 idle cores):
+
+    python bench/engine_check.py                                # writes engine_check.csv
+    python bench/engine_check.py --out=figs/engine_check.csv --measure_steps=20
+
+Prints the partitions, one table row per (strategy, schedule, microbatches) with measured
+and predicted seconds per step, the relative error and the noise (IQR / median of the
+timed steps), the summary lines, and the machine load before and after.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# -----------------------------------------------------------------------------
+global_batch = 128  # samples per training step, split into microbatches
+microbatches = [2, 4, 8]  # microbatch counts (each divides global_batch; 1f1b needs >= 2)
+schedules = ["gpipe", "1f1b"]
+strategies = ["uniform", "dp_min_max"]
+num_stages = 2  # = processes (one per core)
+block_n = 1  # layers per partition block
+plan_microbatches = 4  # partitions are planned on the profile at global_batch / plan_microbatches
+warmup_steps = 2
+measure_steps = 10
+profile_repeats = 5
+comm_mode = "overlap"
+seed = 0
+out = "engine_check.csv"
+# -----------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bubblereduce.config import ConfigError, resolve_config
+    from bubblereduce.engine import (
+        ENGINE_CSV_HEADER,
+        engine_check,
+        engine_summary_lines,
+        plan_engine_partitions,
+        write_engine_check,
+    )
+    from bubblereduce.models import DEFAULT_MLP_WIDTHS, build_mlp, mlp_input
+    from bubblereduce.profile import group_blocks, profile_sequential
+
+    defaults = {k: v for k, v in globals().items() if k in _CONFIG_KEYS}
+    try:
+        cfg = resolve_config(defaults, sys.argv[1:] if argv is None else argv)
+    except ConfigError as exc:
+        print(f"error: {exc}")
+        return 2
+    print("config:", cfg)
+    t_start = time.perf_counter()
+    load_before = os.getloadavg()
+
+    model_fn = functools.partial(build_mlp, DEFAULT_MLP_WIDTHS, seed=cfg["seed"])
+    plan_mb = cfg["global_batch"] // cfg["plan_microbatches"]
+    prof = profile_sequential(model_fn(), mlp_input(plan_mb, seed=cfg["seed"]), threads=1,
+                              repeats=cfg["profile_repeats"])
+    blocks = group_blocks(prof, block_n=cfg["block_n"])
+    partitions = plan_engine_partitions(blocks, cfg["num_stages"], cfg["strategies"])
+    for name, ranges in partitions.items():
+        f = [float(prof.forward_s[a:b].sum() + prof.backward_s[a:b].sum()) * 1e3 for a, b in ranges]
+        print(f"partition {name:>10}: layers {ranges}  f+b per stage (ms, microbatch {plan_mb}): "
+              + ", ".join(f"{x:.1f}" for x in f))
+
+    rows = engine_check(
+        model_fn, partitions, cfg["schedules"], cfg["microbatches"], cfg["global_batch"],
+        warmup_steps=cfg["warmup_steps"], measure_steps=cfg["measure_steps"],
+        profile_repeats=cfg["profile_repeats"], comm_mode=cfg["comm_mode"], seed=cfg["seed"],
+        progress=print,
+    )
+    print()
+    print(f"{'strategy':>10} {'schedule':>8} {'m':>3} {'measured_ms':>11} {'predicted_ms':>12} "
+          f"{'error':>7} {'sim_only':>8} {'noise':>6}")
+    for r in rows:
+        print(f"{r.strategy:>10} {r.schedule:>8} {r.microbatches:>3} {r.measured_s * 1e3:>11.1f} "
+              f"{r.predicted_s * 1e3:>12.1f} {r.error:>+7.1%} {r.error_sim:>+8.1%} {r.noise:>6.1%}")
+    print()
+    for line in engine_summary_lines(rows):
+        print(line)
+    write_engine_check(cfg["out"], rows)
+    load_after = os.getloadavg()
+    print(f"wrote {cfg['out']} ({len(rows)} rows, columns: {', '.join(ENGINE_CSV_HEADER[:10])}, ...)")
+    print(f"load average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f} on "
+          f"{os.cpu_count()} CPUs; wall {time.perf_counter() - t_start:.1f} s")
+    return 0
+
+
+_CONFIG_KEYS = (
+    "global_batch", "microbatches", "schedules", "strategies", "num_stages", "block_n",
+    "plan_microbatches", "warmup_steps", "measure_steps", "profile_repeats", "comm_mode", "seed", "out",
+)
+
+if __name__ == "__main__":
+    raise SystemExit(main())

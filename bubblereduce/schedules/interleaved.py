@@ -1,0 +1,90 @@
+"""Interleaved 1F1B (Megatron-LM; torch ``ScheduleInterleaved1F1B``): v stages per device.
+
+Placement: stage ``s`` lives on device ``s % p`` (device d holds d, d+p, ..., d+(v-1)p).
+Microbatches move in rounds of ``r = m // max(1, m // p)`` (``r = p`` when p divides m).
+A device's k-th forward runs local chunk ``(k // r) % v`` and its k-th backward runs chunk
+``v - 1 - (k // r) % v``; device d warms up with ``min((v-1)·r + 2·(p-1-d), m·v)`` forwards, then
+alternates F and B, then drains the B's. For p = 2, m = 4, v = 2 (stages 0..3,
+action = stage, kind, microbatch)::
+
+    d0: 0F0 0F1 2F0 2F1 0F2 2B0 0F3 2B1 2F2 0B0 2F3 0B1 2B2 2B3 0B2 0B3
+    d1: 1F0 1F1 3F0 3B0 3F1 3B1 1F2 1B0 1F3 1B1 3F2 3B2 3F3 3B3 1B2 1B3
+
+Torch 2.13 accepts any m with ``m % max(1, m // p) == 0`` (p=4: m = 1..8, 10, 12, ...);
+we raise ``ValueError`` for the others, exactly where torch does.
+"""
+
+from __future__ import annotations
+
+from bubblereduce.schedules import Action, Order
+
+__all__ = ["interleaved_1f1b", "interleaved_round_size"]
+
+
+def _check_sizes(name: str, num_devices: int, microbatches: int, stages_per_device: int) -> None:
+    for label, value in (
+        ("num_devices", num_devices),
+        ("microbatches", microbatches),
+        ("stages_per_device", stages_per_device),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: {label} must be an integer >= 1, got {value!r}")
+
+
+def interleaved_round_size(num_devices: int, microbatches: int) -> int:
+    """Microbatches per round of interleaved 1F1B, as torch.distributed.pipelining computes it.
+
+    ``rounds = max(1, m // p)`` and the round size is ``m // rounds``; this equals ``p`` when
+    ``p`` divides ``m``. Raises ``ValueError`` when ``m`` is not a multiple of ``rounds``
+    (e.g. p = 4, m = 9), naming the values and what is allowed.
+    """
+    _check_sizes("interleaved-1f1b", num_devices, microbatches, 1)
+    rounds = max(1, microbatches // num_devices)
+    if microbatches % rounds:
+        raise ValueError(
+            f"interleaved-1f1b: microbatches ({microbatches}) must be a multiple of the number "
+            f"of rounds max(1, microbatches // num_devices) = {rounds} for {num_devices} devices "
+            f"(any m <= {2 * num_devices - 1} or a multiple of {num_devices} works)"
+        )
+    return microbatches // rounds
+
+
+def interleaved_1f1b(num_devices: int, microbatches: int, stages_per_device: int = 2) -> Order:
+    """Interleaved (virtual-stage) 1F1B order; one action list per device.
+
+    ``num_devices`` = p, ``microbatches`` = m, ``stages_per_device`` = v (stage s on device
+    s % p, so there are p·v stages). Identical to torch 2.13 ``ScheduleInterleaved1F1B``
+    for v >= 2. With v = 1 it falls back to plain 1F1B (Megatron's non-interleaved order;
+    torch's class would instead warm up with 2(p-1-d) forwards). Uniform stages without
+    communication give ``makespan = m(f+b) + (p-1)(f+b)/v`` seconds for per-device costs
+    f, b split evenly over the v stages. Raises ``ValueError`` for non-positive sizes or an
+    m that torch rejects (see ``interleaved_round_size``).
+    """
+    _check_sizes("interleaved-1f1b", num_devices, microbatches, stages_per_device)
+    p, m, v = num_devices, microbatches, stages_per_device
+    if v == 1:
+        from bubblereduce.schedules.basic import one_f_one_b
+
+        return one_f_one_b(p, m, 1)
+    r = interleaved_round_size(p, m)
+    ops = m * v  # forwards (and backwards) per device
+
+    def forward(d: int, k: int) -> Action:
+        return ("F", ((k // r) % v) * p + d, (k // (r * v)) * r + k % r)
+
+    def backward(d: int, k: int) -> Action:
+        return ("B", (v - 1 - (k // r) % v) * p + d, (k // (r * v)) * r + k % r)
+
+    order: Order = []
+    for d in range(p):
+        warmup = min((v - 1) * r + 2 * (p - 1 - d), ops)
+        # warm-up: forwards only, chunk by chunk, one round at a time
+        actions = [forward(d, k) for k in range(warmup)]
+        # steady 1F1B: the next forward, then the oldest backward
+        for k in range(warmup, ops):
+            actions.append(forward(d, k))
+            actions.append(backward(d, k - warmup))
+        # cool-down: the remaining backwards
+        actions += [backward(d, k) for k in range(ops - warmup, ops)]
+        order.append(actions)
+    return order
