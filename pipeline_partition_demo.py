@@ -33,7 +33,7 @@ schedules = list(SCHEDULES)  # gpipe, 1f1b, interleaved-1f1b, zb-h1, zb-h2, zbv,
 global_batch = 256
 microbatches = [4, 8, 16, 32]
 # the links between devices: seconds per transfer = latency_s + bytes / (GB/s * 1e9)
-bandwidths_GBps = [1.0, 10.0, 100.0]  # ~10 GbE inter-node, ~100 Gb IB, NVLink-class
+bandwidths_GBps = [0.01, 0.1, 1.0]  # scaled to CPU compute speed: see the README
 latency_s = 10e-6
 comm_mode = "overlap"  # "overlap": transfers run beside compute; "blocking": they stall the sender
 # the partitioners
@@ -41,14 +41,25 @@ alpha = 1.0  # greedy: penalty per second of boundary transfer
 slack = 0.1  # dp_slack: bottleneck may exceed the optimum by this fraction to save traffic
 # the figures: timelines are drawn for this configuration
 representative_microbatches = 8
-representative_bandwidth_GBps = 1.0
+representative_bandwidth_GBps = 0.01
 # profiling
-model = "mlp"
+model = "mlp"  # "mlp", or "gpt": a GPT-style decoder (knobs below; samples are sequences)
+gpt_preset = "tiny"  # tiny, gpt-125m, 7b, 70b, 175b (bubblereduce/gpt.py cites their sources)
+gpt_layers = None  # None: the preset's value (same for the next four)
+gpt_hidden = None
+gpt_heads = None
+gpt_seq_len = None
+gpt_vocab = None
+gpt_split_sublayers = False  # attention and MLP sub-blocks as separate layers
+profile_source = "measured"  # "measured" here, or "analytic": FLOPs/bytes on device_preset
+device_preset = "h100-sxm"  # analytic profiles: a100-80gb, h100-sxm, h200, mi300x, l4
+memory_capacity_GB = None  # GPT: per-device memory cap for the memory-aware partition (None: none)
+optimizer = "adam-mixed"  # bytes per parameter of weights + grads + optimizer state (memory.py)
 mlp_widths = list(DEFAULT_MLP_WIDTHS)  # feature widths: 16 Linear+ReLU layers
 profile_path = None  # a saved profile.json: skip measuring, reproduce a run exactly
 warmup = 1
-repeats = 3
-threads = None  # torch threads while profiling (None: torch's default)
+repeats = 5
+threads = 1  # torch threads while profiling (None: torch's default)
 seed = 0
 # outputs
 out_dir = "figs"

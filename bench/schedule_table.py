@@ -26,10 +26,14 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
+
+if TYPE_CHECKING:
+    from bubblereduce.experiment import BlockCosts
 
 # -----------------------------------------------------------------------------
 profile = "figs/profile.json"  # saved profile (list of microbatch sizes); profiled if missing
@@ -76,7 +80,7 @@ def peak_act_bytes(order: Sequence[Sequence[tuple[str, int, int]]], stage_bytes:
     return peaks
 
 
-def _costs(cfg: dict) -> tuple[object, str]:
+def _costs(cfg: dict[str, Any]) -> tuple[BlockCosts, str]:
     from bubblereduce import experiment as ex
 
     if cfg["synthetic"]:
@@ -114,7 +118,7 @@ def _costs(cfg: dict) -> tuple[object, str]:
     )
 
 
-def schedule_rows(cfg: dict, costs: object) -> list[dict]:
+def schedule_rows(cfg: dict[str, Any], costs: BlockCosts) -> list[dict[str, Any]]:
     """Plan (dp_min_max on f + b) and simulate every schedule; one dict of numbers per schedule."""
     from bubblereduce import experiment as ex
     from bubblereduce.partition import dp_min_max
@@ -142,7 +146,7 @@ def schedule_rows(cfg: dict, costs: object) -> list[dict]:
     return rows
 
 
-def markdown_table(rows: Sequence[dict]) -> str:
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     """The rows as a markdown table (makespan in ms, memory in MiB per device d0/d1/...)."""
     out = ["| schedule | stages/device | makespan (ms) | bubble | max peak in-flight (microbatches) "
            "| peak activation memory per device (MiB) |",
@@ -157,7 +161,7 @@ def markdown_table(rows: Sequence[dict]) -> str:
     return "\n".join(out)
 
 
-def _speed_table(cfg: dict) -> str:
+def _speed_table(cfg: dict[str, Any]) -> str:
     from bubblereduce.schedules import NEEDS_W, SCHEDULES, build_order
     from bubblereduce.simulate import simulate
 

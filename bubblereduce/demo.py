@@ -22,6 +22,7 @@ stages still have a choice of partition).
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -32,25 +33,24 @@ import numpy as np
 
 from bubblereduce import experiment as ex
 from bubblereduce import io as io_mod
+from bubblereduce import report as rp
 from bubblereduce import schedules as sched_mod
 
 __all__ = [
     "COMM_MODES",
     "validate_config",
+    "validate_model_fit",
     "model_layer_count",
     "load_or_check_profile",
     "profile_model",
     "summary_lines",
-    "layer_table",
-    "block_table",
-    "partition_table",
     "write_outputs",
     "run_demo",
     "cli_main",
 ]
 
 COMM_MODES: tuple[str, ...] = ("overlap", "blocking")
-_MODELS: tuple[str, ...] = ("mlp",)
+_MODELS: tuple[str, ...] = ("mlp", "gpt")
 
 Printer = Callable[[str], None]
 
@@ -92,6 +92,8 @@ def _need_list(cfg: Mapping[str, Any], key: str) -> list[Any]:
 
 def model_layer_count(cfg: Mapping[str, Any]) -> int:
     """Number of profiled layers of the configured model (``len(mlp_widths) - 1`` for the MLP)."""
+    if cfg["model"] == "gpt":
+        return gpt_demo_config(cfg).num_profiled_layers
     widths = cfg["mlp_widths"]
     if isinstance(widths, str) or not isinstance(widths, list | tuple) or len(widths) < 2:
         raise ValueError(f"mlp_widths must be a list of at least 2 positive integers, got {widths!r}")
@@ -100,23 +102,22 @@ def model_layer_count(cfg: Mapping[str, Any]) -> int:
     return len(widths) - 1
 
 
-def validate_config(cfg: Mapping[str, Any], num_layers: int | None = None) -> None:
-    """Check every knob of the demo; raise ``ValueError`` naming the bad value and what is allowed.
+def validate_config(cfg: Mapping[str, Any]) -> None:
+    """Check every knob that does not depend on the model; raise ``ValueError`` naming the bad value.
 
-    ``num_layers`` is the model's layer count (from a loaded profile); ``None`` derives it
-    from ``mlp_widths``. Checks: positive stage/block/batch counts, microbatch counts that
-    divide ``global_batch``, known schedules that can run with these counts (each order is
-    built once), enough blocks for ``num_stages`` (and ``num_stages x v`` for multi-stage
-    schedules), positive bandwidths, non-negative latency/alpha/slack, representative
-    values that are in the lists, and a writable ``out_dir``. Creates nothing.
+    Checks: positive stage/block/batch counts, microbatch counts that divide
+    ``global_batch``, positive bandwidths, non-negative latency/alpha/slack, known
+    schedules and comm mode, representative values that are in their lists, the MLP
+    widths (when no profile is loaded) and a writable ``out_dir``. Each message says
+    what is allowed. Creates nothing. :func:`validate_model_fit` does the rest once the
+    layer count is known.
     """
     if cfg["model"] not in _MODELS:
         raise ValueError(f"model must be one of {', '.join(_MODELS)}, got {cfg['model']!r}")
-    num_stages = _need_int(cfg, "num_stages", 1)
-    block_n = _need_int(cfg, "block_n", 1)
-    multi_block_n = _need_int(cfg, "multi_stage_block_n", 1)
+    _validate_model_knobs(cfg)
+    for key in ("num_stages", "block_n", "multi_stage_block_n", "stages_per_device"):
+        _need_int(cfg, key, 1)
     global_batch = _need_int(cfg, "global_batch", 1)
-    v_cfg = _need_int(cfg, "stages_per_device", 1)
     _need_int(cfg, "seed", 0)
     _need_int(cfg, "warmup", 0)
     _need_int(cfg, "repeats", 1)
@@ -161,11 +162,36 @@ def validate_config(cfg: Mapping[str, Any], num_layers: int | None = None) -> No
             f"got {cfg['representative_bandwidth_GBps']!r}"
         )
 
-    scheds = _need_list(cfg, "schedules")
-    for s in scheds:
+    for s in _need_list(cfg, "schedules"):
         if s not in sched_mod.SCHEDULES:
             raise ValueError(f"unknown schedule {s!r}; known schedules: {', '.join(sched_mod.SCHEDULES)}")
-    layers = model_layer_count(cfg) if num_layers is None else num_layers
+    if cfg["profile_path"] is None:
+        model_layer_count(cfg)
+    io_mod.check_writable_dir(cfg["out_dir"])
+
+
+def validate_model_fit(cfg: Mapping[str, Any], num_layers: int) -> None:
+    """Check that ``num_layers`` layers fit the pipeline and that every schedule can run.
+
+    ``num_layers`` comes from ``mlp_widths`` or the loaded profile. Raises ``ValueError``
+    when ``num_stages`` exceeds the blocks of ``block_n`` layers, when a multi-stage
+    schedule's ``num_stages x v`` model stages exceed the blocks of
+    ``multi_stage_block_n`` layers, or when a schedule can run with none of the
+    microbatch counts; each message says what is allowed. (A schedule that cannot run
+    some counts, e.g. dualpipev with m < 2 x devices, skips those cells with a note.)
+    """
+    num_stages = int(cfg["num_stages"])
+    block_n = int(cfg["block_n"])
+    multi_block_n = int(cfg["multi_stage_block_n"])
+    v_cfg = int(cfg["stages_per_device"])
+    mbs = list(cfg["microbatches"])
+    scheds = list(cfg["schedules"])
+    layers = int(num_layers)
+    if cfg["engine_check"] and layers != len(cfg["mlp_widths"]) - 1:
+        raise ValueError(
+            f"engine_check runs the MLP of mlp_widths ({len(cfg['mlp_widths']) - 1} layers) but the profile "
+            f"has {layers} layers; allowed: mlp_widths matching the profile, or engine_check=False"
+        )
     n_blocks = -(-layers // block_n)
     if num_stages > n_blocks:
         raise ValueError(
@@ -190,13 +216,99 @@ def validate_config(cfg: Mapping[str, Any], num_layers: int | None = None) -> No
                 f"schedule {s} cannot run with any of microbatches={mbs} on {num_stages} devices "
                 f"({reasons[mbs[0]]}); change microbatches or drop {s}"
             )
-        if cfg["representative_microbatches"] not in ok:
-            raise ValueError(
-                f"schedule {s} cannot run with representative_microbatches="
-                f"{cfg['representative_microbatches']} ({reasons[cfg['representative_microbatches']]}); "
-                f"allowed for {s}: {ok}"
-            )
-    io_mod.check_writable_dir(cfg["out_dir"])
+
+
+# --------------------------------------------------------------------------- GPT, analytic, memory
+# (issue 9) the knobs default to the MLP demo's behaviour when absent from ``cfg``
+
+_PROFILE_SOURCES: tuple[str, ...] = ("measured", "analytic")
+
+
+def gpt_demo_config(cfg: Mapping[str, Any]) -> Any:
+    """The ``GPTConfig`` of the ``gpt_*`` knobs (``None`` knobs keep the preset's value)."""
+    from bubblereduce import gpt
+
+    return gpt.gpt_config(
+        cfg.get("gpt_preset", "tiny"), layers=cfg.get("gpt_layers"), hidden=cfg.get("gpt_hidden"),
+        heads=cfg.get("gpt_heads"), seq_len=cfg.get("gpt_seq_len"), vocab_size=cfg.get("gpt_vocab"),
+        split_sublayers=cfg.get("gpt_split_sublayers", False),
+    )
+
+
+def _validate_model_knobs(cfg: Mapping[str, Any]) -> None:
+    """Check the GPT, profile-source, device-preset and memory knobs (ValueError naming the value)."""
+    from bubblereduce import analytic, memory
+
+    source = cfg.get("profile_source", "measured")
+    if source not in _PROFILE_SOURCES:
+        raise ValueError(f"profile_source must be one of {', '.join(_PROFILE_SOURCES)}, got {source!r}")
+    if source == "analytic":
+        analytic.device_preset(cfg.get("device_preset", "h100-sxm"))
+    cap = cfg.get("memory_capacity_GB")
+    if cap is not None and (not _is_num(cap) or cap <= 0):
+        raise ValueError(f"memory_capacity_GB must be a number > 0 or None, got {cap!r}")
+    opt = cfg.get("optimizer", "adam-mixed")
+    if opt not in memory.OPTIMIZER_BYTES_PER_PARAM:
+        raise ValueError(f"optimizer must be one of {', '.join(memory.OPTIMIZER_BYTES_PER_PARAM)}, got {opt!r}")
+    if cfg["model"] == "gpt":
+        for key in ("gpt_layers", "gpt_hidden", "gpt_heads", "gpt_seq_len", "gpt_vocab"):
+            v = cfg.get(key)
+            if v is not None and (not _is_int(v) or v < 1):
+                raise ValueError(f"{key} must be an integer >= 1 or None (the preset's value), got {v!r}")
+        gpt_demo_config(cfg)
+
+
+def _analytic_profiles(cfg: Mapping[str, Any], printer: Printer) -> list[Any]:
+    """Analytic profiles (``bubblereduce.analytic``) at every microbatch size, no measurement."""
+    from bubblereduce import analytic
+
+    sizes = [cfg["global_batch"] // m for m in cfg["microbatches"]]
+    dev = cfg.get("device_preset", "h100-sxm")
+    printer(f"analytic profiles of {cfg['model']} on {dev} at microbatch sizes {sizes}")
+    if cfg["model"] == "gpt":
+        gcfg = gpt_demo_config(cfg)
+        return [analytic.analytic_profile(gcfg, s, dev) for s in sizes]
+    model, input_fn = _build_model(cfg)
+    return [analytic.analytic_profile(model, s, dev, sample_input=input_fn(1)) for s in sizes]
+
+
+def _memory_outputs(tmp: Path, cfg: Mapping[str, Any], profile: Any, printer: Printer) -> list[str]:
+    """Memory-aware partition vs practitioner splits for the GPT model: memory_per_stage.png,
+    memory.csv in ``tmp``; returns the summary sentences."""
+    from bubblereduce import analytic, memory, plotting
+
+    gcfg = gpt_demo_config(cfg)
+    size = int(profile.meta.microbatch_size)
+    dtype = None if cfg.get("profile_source", "measured") == "analytic" else profile.meta.dtype
+    counts = analytic.count_layers(gcfg, size, dtype=dtype)
+    p = int(cfg["num_stages"])
+    # 1F1B first: the schedule practitioners run, and the one whose memory the comparison is about
+    schedule = next((s for s in ("1f1b", "zb-h1", "zb-h2", "gpipe") if s in cfg["schedules"]), "1f1b")
+    if p > len(counts):
+        return ["", f"Memory comparison skipped: {p} devices exceed the {len(counts)} layers."]
+    cap_GB = cfg.get("memory_capacity_GB")
+    opt = cfg.get("optimizer", "adam-mixed")
+    cmp = memory.compare_partitions(
+        profile, _gpt_kinds(gcfg), [c.saved_bytes for c in counts], [c.param_count for c in counts],
+        p, int(cfg["representative_microbatches"]), schedule=schedule,
+        bandwidth_GBps=float(cfg["representative_bandwidth_GBps"]), latency_s=float(cfg["latency_s"]),
+        bytes_per_param=opt, capacity_bytes=None if cap_GB is None else float(cap_GB) * 1e9)
+    header, rows = memory.comparison_csv(cmp)
+    io_mod.write_csv(tmp / "memory.csv", header, rows)
+    plotting.plot_stage_memory(
+        {r.strategy: (r.persistent_bytes, r.activation_bytes) for r in cmp.reports},
+        tmp / "memory_per_stage.png",
+        title=f"{gcfg.name}, {schedule}, m={cmp.microbatches}: memory per device by partition",
+        capacity_bytes=cmp.capacity_bytes)
+    lines = memory.comparison_lines(cmp, opt)
+    printer("\n".join(lines))
+    return lines
+
+
+def _gpt_kinds(gcfg: Any) -> list[str]:
+    from bubblereduce import gpt
+
+    return gpt.gpt_layer_kinds(gcfg)
 
 
 # --------------------------------------------------------------------------- profiles
@@ -238,6 +350,11 @@ def _build_model(cfg: Mapping[str, Any]) -> tuple[Any, Callable[[int], Any]]:
     """The model to profile and ``input_fn(batch_size) -> Tensor`` (seeded by ``cfg['seed']``)."""
     from bubblereduce import models
 
+    if cfg["model"] == "gpt":
+        from bubblereduce import gpt
+
+        gcfg = gpt_demo_config(cfg)
+        return gpt.build_gpt(gcfg, seed=cfg["seed"]), lambda b: gpt.gpt_input(gcfg, b, seed=cfg["seed"])
     widths = [int(w) for w in cfg["mlp_widths"]]
     model = models.build_mlp(widths, seed=cfg["seed"])
     return model, lambda batch: models.mlp_input(batch, widths[0], seed=cfg["seed"])
@@ -253,6 +370,8 @@ def profile_model(cfg: Mapping[str, Any], printer: Printer = print) -> list[Any]
     """
     from bubblereduce.profile import profile_microbatch_sizes
 
+    if cfg.get("profile_source", "measured") == "analytic":
+        return _analytic_profiles(cfg, printer)
     model, input_fn = _build_model(cfg)
     sizes = [cfg["global_batch"] // m for m in cfg["microbatches"]]
     printer(
@@ -276,258 +395,57 @@ def profile_model(cfg: Mapping[str, Any], printer: Printer = print) -> list[Any]
     return profiles
 
 
-# --------------------------------------------------------------------------- text tables
-
-
-def _ms(x: float) -> str:
-    return f"{x * 1e3:.3f}"
-
-
-def _fmt_time(x: float) -> str:
-    """Seconds as text with a unit chosen by magnitude (s, ms or µs), 3 significant digits."""
-    if not math.isfinite(x):
-        return "n/a"
-    ax = abs(x)
-    if ax >= 1.0:
-        return f"{x:.3g} s"
-    if ax >= 1e-3:
-        return f"{x * 1e3:.3g} ms"
-    return f"{x * 1e6:.3g} µs"
-
-
-def _fmt_bytes(n: float) -> str:
-    if n >= 1e6:
-        return f"{n / 1e6:.3g} MB"
-    if n >= 1e3:
-        return f"{n / 1e3:.3g} kB"
-    return f"{int(n)} B"
-
-
-def _pct(x: float) -> str:
-    return f"{x * 100:.1f} %"
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(h), *(len(r[k]) for r in rows)) if rows else len(h) for k, h in enumerate(header)]
-    line = "  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True))
-    body = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join([line, "  ".join("-" * w for w in widths), *body])
-
-
-def layer_table(profile: Any) -> str:
-    """Per-layer text table of ``profile``: forward, backward, input-grad, weight-grad (ms), activation and parameter bytes."""
-    rows = []
-    for layer in profile.layers:
-        rows.append(
-            [
-                layer.name,
-                _ms(layer.forward_s),
-                _ms(layer.backward_s),
-                "-" if layer.input_grad_s is None else _ms(layer.input_grad_s),
-                "-" if layer.weight_grad_s is None else _ms(layer.weight_grad_s),
-                _fmt_bytes(layer.act_bytes),
-                _fmt_bytes(layer.param_bytes),
-            ]
-        )
-    return _table(["layer", "F ms", "B ms", "I ms", "W ms", "act", "params"], rows)
-
-
-def block_table(costs: ex.BlockCosts) -> str:
-    """Per-block text table: forward, backward, weight-grad share (ms) and boundary activation bytes."""
-    rows = []
-    for k, name in enumerate(costs.names):
-        w = "-" if costs.weight_s is None else _ms(float(costs.weight_s[k]))
-        rows.append(
-            [str(k), name, _ms(costs.forward_s[k]), _ms(costs.backward_s[k]), w, _fmt_bytes(int(costs.act_bytes[k]))]
-        )
-    return _table(["block", "layers", "F ms", "B ms", "W ms", "out act"], rows)
-
-
-def partition_table(costs: ex.BlockCosts, parts: Sequence[tuple[int, int]]) -> str:
-    """Per-stage text table of one partition: blocks, f, b, f+b (ms) and the bytes sent to the next stage."""
-    f, b, _ = ex.stage_arrays(costs, parts)
-    rows = []
-    for s, (a, e) in enumerate(parts):
-        out = _fmt_bytes(int(costs.act_bytes[e - 1])) if s < len(parts) - 1 else "-"
-        rows.append([str(s), f"{a}:{e}", _ms(f[s]), _ms(b[s]), _ms(f[s] + b[s]), out])
-    return _table(["stage", "blocks", "F ms", "B ms", "F+B ms", "sends"], rows)
-
-
 # --------------------------------------------------------------------------- summary
 
 
-def _cell(rows: Sequence[ex.GridRow], schedule: str, bw: float, m: int) -> list[ex.GridRow]:
-    return [r for r in rows if r.schedule == schedule and r.bandwidth_GBps == bw and r.microbatches == m]
-
-
-def _best(cell: Sequence[ex.GridRow], exclude: Sequence[str] = ("uniform",)) -> ex.GridRow | None:
-    cands = [r for r in cell if r.strategy not in exclude]
-    # earliest strategy wins ties (rows keep strategy order)
-    return min(cands, key=lambda r: r.makespan_s) if cands else None
-
-
-def summary_lines(rows: Sequence[ex.GridRow], cfg: Mapping[str, Any], meta: Any) -> list[str]:
+def summary_lines(rows: Sequence[ex.GridRow], cfg: Mapping[str, Any], profile: Any) -> list[str]:
     """Sentences a paper can quote, each with units and the configuration it came from.
 
-    ``rows`` is the full grid, ``cfg`` the resolved config, ``meta`` the profile's
-    ``ProfileMeta`` (device, threads, torch version). Deterministic text: no times of
-    day, paths or wall-clock durations.
+    ``rows`` is the full grid, ``cfg`` the resolved config, ``profile`` one of the run's
+    ``ModelProfile`` objects (layer count; device, threads, torch version from its meta).
+    Deterministic text: no times of day, paths or wall-clock durations. Built from
+    :mod:`bubblereduce.report` helpers.
     """
+    meta = profile.meta
     rep_m = int(cfg["representative_microbatches"])
     rep_bw = float(cfg["representative_bandwidth_GBps"])
     bws = sorted({r.bandwidth_GBps for r in rows})
     mbs = sorted(int(m) for m in cfg["microbatches"])
-    schedules = list(dict.fromkeys(r.schedule for r in rows))
     strategies = list(dict.fromkeys(r.strategy for r in rows))
-    lat = float(cfg["latency_s"])
     size = int(cfg["global_batch"]) // rep_m
-    n_layers = len(cfg["mlp_widths"]) - 1 if cfg["profile_path"] is None else None
+    threads = f"{meta.threads} thread{'' if meta.threads == 1 else 's'}"
     lines = [
         "BubbleReduce main demo summary",
         "",
-        f"Setup: {cfg['model']} model"
-        + (f" with {n_layers} layers" if n_layers is not None else " from a saved profile")
-        + f", blocks of {cfg['block_n']} layers (multi-stage schedules: {cfg['multi_stage_block_n']}),"
+        f"Setup: {cfg['model']} model with {len(profile.layers)} layers"
+        f", blocks of {cfg['block_n']} layers (multi-stage schedules: {cfg['multi_stage_block_n']}),"
         f" {cfg['num_stages']} devices, global batch {cfg['global_batch']} samples split into"
         f" m = {', '.join(map(str, mbs))} microbatches; links {', '.join(f'{b:g}' for b in bws)} GB/s"
-        f" with {_fmt_time(lat)} latency, comm_mode {cfg['comm_mode']}; costs measured on {meta.device}"
-        f" ({meta.dtype}, {meta.threads} threads, torch {meta.torch_version}, median of {meta.repeats}).",
+        f" with {rp.fmt_time(float(cfg['latency_s']))} latency, comm_mode {cfg['comm_mode']}; "
+        + (f"costs from the analytic model of {meta.device.removesuffix(' (analytic)')} ({meta.dtype},"
+           " bubblereduce.analytic: FLOPs and bytes counted from shapes, efficiencies assumed)."
+           if meta.device.endswith("(analytic)") else
+           f"costs measured on {meta.device} ({meta.dtype}, {threads}, torch {meta.torch_version},"
+           f" median of {meta.repeats} runs)."),
         f"Strategies: {', '.join(strategies)} (greedy alpha {cfg['alpha']:g}, dp_slack slack"
         f" {cfg['slack']:g}); each is planned for the configuration it runs in.",
         f"Representative configuration: m = {rep_m} ({size} samples per microbatch), {rep_bw:g} GB/s.",
         "",
     ]
-    for s in schedules:
-        missing = [m for m in mbs if m not in {r.microbatches for r in rows if r.schedule == s}]
-        if missing:
-            lines.append(f"{s} cannot run with m = {', '.join(map(str, missing))} on {cfg['num_stages']} devices: those cells are skipped.")
-    lines += ["", "Best strategy per schedule and link (speedup = uniform step time / best step time):"]
-    for s in schedules:
-        s_mbs = sorted({r.microbatches for r in rows if r.schedule == s})
-        for bw in bws:
-            cell = _cell(rows, s, bw, rep_m)
-            uni = next((r for r in cell if r.strategy == "uniform"), None)
-            best = _best(cell)
-            if uni is None or best is None:
-                continue
-            over_m = [b.speedup_vs_uniform for m in s_mbs if (b := _best(_cell(rows, s, bw, m))) is not None]
-            if best.makespan_s < uni.makespan_s * (1 - 1e-9):
-                head = (
-                    f"- {s}, {bw:g} GB/s, m={rep_m}: best {best.strategy}, step {_fmt_time(best.makespan_s)}"
-                    f" vs uniform {_fmt_time(uni.makespan_s)} ({best.speedup_vs_uniform:.3f}x)"
-                )
-            else:
-                head = (
-                    f"- {s}, {bw:g} GB/s, m={rep_m}: no strategy beats uniform"
-                    f" ({_fmt_time(uni.makespan_s)}; best other {best.strategy} {best.speedup_vs_uniform:.3f}x)"
-                )
-            lines.append(
-                head
-                + f"; bubble {_pct(best.bubble_fraction)} vs {_pct(uni.bubble_fraction)}"
-                + f"; communication adds {_pct(best.comm_share)} of the step"
-                + f"; best speedup over m = {s_mbs[0]}..{s_mbs[-1]}: {min(over_m):.3f}x to {max(over_m):.3f}x."
-            )
-    lines += ["", f"Communication share of step time (1 - step without comm / step), m={rep_m}:"]
-    for bw in bws:
-        shares = [r.comm_share for r in rows if r.bandwidth_GBps == bw and r.microbatches == rep_m]
-        uni = [r.comm_share for r in rows if r.bandwidth_GBps == bw and r.microbatches == rep_m and r.strategy == "uniform"]
-        lines.append(
-            f"- {bw:g} GB/s: {_pct(min(shares))} to {_pct(max(shares))} over schedules and strategies"
-            + (f" (uniform: {_pct(min(uni))} to {_pct(max(uni))})." if uni else ".")
-        )
-    lines += _slack_lines(rows, cfg, rep_m, rep_bw, bws)
-    lines += _schedule_aware_lines(rows, rep_m, rep_bw)
-    lines += _not_helping_lines(rows)
-    lines += ["", f"Peak in-flight microbatches (max over devices), dp_min_max, m={rep_m}, {rep_bw:g} GB/s:"]
-    peaks = []
-    for s in schedules:
-        r = next((r for r in _cell(rows, s, rep_bw, rep_m) if r.strategy == "dp_min_max"), None)
-        if r is not None:
-            peaks.append(f"{s} {r.peak_inflight:g}")
-    lines.append("- " + ", ".join(peaks) + ".")
+    lines += rp.skipped_lines(rows, mbs, int(cfg["num_stages"]))
+    work = rp.compute_per_step_line(rows, mbs)
+    lines += [work] if work else []
+    for block in (
+        rp.best_strategy_lines(rows, rep_m),
+        rp.comm_share_lines(rows, rep_m),
+        rp.slack_lines(rows, float(cfg["slack"]), rep_m, rep_bw),
+        rp.gain_lines(rows, "schedule_aware", "dp_min_max", rep_m, rep_bw),
+        rp.not_helping_lines(rows),
+        rp.peak_inflight_line(rows, "dp_min_max", rep_m, rep_bw),
+    ):
+        if block:
+            lines += ["", *block]
     return lines
-
-
-def _slack_lines(rows: Sequence[ex.GridRow], cfg: Mapping[str, Any], rep_m: int, rep_bw: float, bws: Sequence[float]) -> list[str]:
-    out = ["", f"Communication saved by dp_slack (slack {cfg['slack']:g}) vs dp_min_max, m={rep_m}, {rep_bw:g} GB/s:"]
-    seen: set[tuple[int, int]] = set()
-    for s in dict.fromkeys(r.schedule for r in rows):
-        cell = _cell(rows, s, rep_bw, rep_m)
-        dp = next((r for r in cell if r.strategy == "dp_min_max"), None)
-        sl = next((r for r in cell if r.strategy == "dp_slack"), None)
-        if dp is None or sl is None or (dp.num_stages, dp.block_n) in seen:
-            continue
-        seen.add((dp.num_stages, dp.block_n))
-        if sl.partition == dp.partition:
-            out.append(
-                f"- {dp.num_stages} stages (blocks of {dp.block_n}): same partition as dp_min_max; no boundary"
-                f" traffic to save within {cfg['slack']:g} slack ({_fmt_bytes(dp.boundary_bytes_total)} per microbatch)."
-            )
-            continue
-        saved = 1 - sl.boundary_bytes_total / dp.boundary_bytes_total if dp.boundary_bytes_total else 0.0
-        cost = sl.bottleneck_s / dp.bottleneck_s - 1
-        out.append(
-            f"- {dp.num_stages} stages (blocks of {dp.block_n}): boundary traffic {_fmt_bytes(dp.boundary_bytes_total)}"
-            f" -> {_fmt_bytes(sl.boundary_bytes_total)} per microbatch per direction ({_pct(saved)} less),"
-            f" bottleneck {_fmt_time(dp.bottleneck_s)} -> {_fmt_time(sl.bottleneck_s)} (+{_pct(cost)})."
-        )
-    slow = min(bws)
-    deltas = []
-    for s in dict.fromkeys(r.schedule for r in rows):
-        cell = _cell(rows, s, slow, rep_m)
-        dp = next((r for r in cell if r.strategy == "dp_min_max"), None)
-        sl = next((r for r in cell if r.strategy == "dp_slack"), None)
-        if dp is not None and sl is not None:
-            deltas.append(f"{s} {(sl.makespan_s / dp.makespan_s - 1) * 100:+.1f} %")
-    if deltas:
-        out.append(f"- Net step-time change of dp_slack vs dp_min_max at {slow:g} GB/s, m={rep_m}: {', '.join(deltas)}.")
-    return out
-
-
-def _schedule_aware_lines(rows: Sequence[ex.GridRow], rep_m: int, rep_bw: float) -> list[str]:
-    out = ["", "schedule_aware vs dp_min_max (step-time gain = 1 - schedule_aware / dp_min_max):"]
-    any_row = False
-    for s in dict.fromkeys(r.schedule for r in rows):
-        pairs = []
-        for r in rows:
-            if r.schedule == s and r.strategy == "schedule_aware":
-                dp = next((d for d in _cell(rows, s, r.bandwidth_GBps, r.microbatches) if d.strategy == "dp_min_max"), None)
-                if dp is not None:
-                    pairs.append((1 - r.makespan_s / dp.makespan_s, r))
-        if not pairs:
-            continue
-        any_row = True
-        rep = next((g for g, r in pairs if r.microbatches == rep_m and r.bandwidth_GBps == rep_bw), None)
-        better = [(g, r) for g, r in pairs if g > 1e-9]
-        text = f"- {s}: " + (f"{_pct(rep)} at m={rep_m}, {rep_bw:g} GB/s; " if rep is not None else "")
-        if better:
-            g, r = max(better, key=lambda t: t[0])
-            text += (
-                f"better in {len(better)} of {len(pairs)} configurations"
-                f" (largest {_pct(g)} at m={r.microbatches}, {r.bandwidth_GBps:g} GB/s), equal elsewhere."
-            )
-        else:
-            text += f"no gain in any of {len(pairs)} configurations (dp_min_max is already best here)."
-        out.append(text)
-    return out if any_row else []
-
-
-def _not_helping_lines(rows: Sequence[ex.GridRow]) -> list[str]:
-    out = ["", "Where a strategy does not help (slower than uniform in the same configuration):"]
-    for strat in dict.fromkeys(r.strategy for r in rows):
-        if strat == "uniform":
-            continue
-        mine = [r for r in rows if r.strategy == strat]
-        worse = [r for r in mine if r.speedup_vs_uniform < 1 - 1e-9]
-        if worse:
-            w = min(worse, key=lambda r: r.speedup_vs_uniform)
-            out.append(
-                f"- {strat}: slower in {len(worse)} of {len(mine)} configurations"
-                f" (worst {w.speedup_vs_uniform:.3f}x: {w.schedule}, m={w.microbatches}, {w.bandwidth_GBps:g} GB/s)."
-            )
-        else:
-            out.append(f"- {strat}: never slower than uniform ({len(mine)} configurations).")
-    return out
 
 
 # --------------------------------------------------------------------------- outputs
@@ -572,14 +490,12 @@ def write_outputs(
     """Write every output file of the demo into the staging folder ``tmp``; return the file names.
 
     results.csv (grid rows + config columns), per schedule and bandwidth the makespan,
-    bubble and speedup plots vs microbatches, per schedule a timeline PNG and a
-    Chrome-trace JSON for uniform and the best strategy at the representative
-    configuration, profile.json, config.json, env.json and summary.txt.
+    bubble and speedup plots vs microbatches, per schedule timelines and Chrome traces of
+    uniform and the best strategy at the representative configuration, profile.json,
+    config.json, env.json and summary.txt.
     """
-    from bubblereduce import plotting
     from bubblereduce.profile import save_profiles
 
-    names: list[str] = []
     extra = {
         "global_batch": int(cfg["global_batch"]),
         "latency_s": float(cfg["latency_s"]),
@@ -589,61 +505,18 @@ def write_outputs(
     }
     header, table = ex.grid_csv(rows, extra)
     io_mod.write_csv(tmp / "results.csv", header, table)
-    names.append("results.csv")
-
-    schedules = list(dict.fromkeys(r.schedule for r in rows))
-    strategies = list(dict.fromkeys(r.strategy for r in rows))
-    bws = list(dict.fromkeys(r.bandwidth_GBps for r in rows))
-    metrics = [
-        ("makespan", "step time (ms)", lambda r: r.makespan_s * 1e3),
-        ("bubble", "bubble fraction (idle share of device time)", lambda r: r.bubble_fraction),
-        ("speedup", "speedup vs uniform (x)", lambda r: r.speedup_vs_uniform),
-    ]
-    for s in schedules:
-        mbs = sorted({r.microbatches for r in rows if r.schedule == s})
-        for bw in bws:
-            tok = ex.bandwidth_token(bw)
-            for prefix, ylabel, get in metrics:
-                series = {
-                    strat: [get(next(r for r in _cell(rows, s, bw, m) if r.strategy == strat)) for m in mbs]
-                    for strat in strategies
-                }
-                fname = f"{prefix}_{s}_{tok}.png"
-                plotting.plot_lines(
-                    mbs,
-                    series,
-                    tmp / fname,
-                    xlabel=f"microbatches m (global batch {cfg['global_batch']})",
-                    ylabel=ylabel,
-                    title=f"{s}, {cfg['num_stages']} devices, {bw:g} GB/s link: {prefix} vs microbatches",
-                    logx=True,
-                )
-                names.append(fname)
-        printer(f"plotted {s}")
-
-    rep_m = int(cfg["representative_microbatches"])
-    rep_bw = float(cfg["representative_bandwidth_GBps"])
-    for s in schedules:
-        cell = _cell(rows, s, rep_bw, rep_m)
-        chosen = [r for r in cell if r.strategy == "uniform"]
-        best = _best(cell)
-        if best is not None:
-            chosen.append(best)
-        for r in chosen:
-            costs = costs_for(rep_m, r.stages_per_device)
-            res = ex.simulate_partition(
-                s, costs, r.partition, rep_m, bandwidth_GBps=rep_bw, latency_s=float(cfg["latency_s"]),
-                comm_mode=cfg["comm_mode"], stages_per_device=r.stages_per_device,
-            )
-            title = (
-                f"{s}, {r.strategy} [{ex.partition_text(r.partition)}], m={rep_m}, {rep_bw:g} GB/s"
-            )
-            png = f"timeline_{s}_{r.strategy}.png"
-            plotting.plot_timeline(res, tmp / png, title)
-            trace = f"trace_{s}_{r.strategy}.json"
-            io_mod.write_json(tmp / trace, io_mod.chrome_trace(res, stage_names=None), indent=None)
-            names += [png, trace]
-
+    names = ["results.csv"]
+    names += ex.write_grid_plots(rows, tmp, num_devices=int(cfg["num_stages"]), global_batch=int(cfg["global_batch"]))
+    printer(f"plotted {len(names) - 1} figures vs microbatches")
+    names += ex.write_timelines(
+        rows,
+        costs_for,
+        tmp,
+        microbatches=int(cfg["representative_microbatches"]),
+        bandwidth_GBps=float(cfg["representative_bandwidth_GBps"]),
+        latency_s=float(cfg["latency_s"]),
+        comm_mode=str(cfg["comm_mode"]),
+    )
     save_profiles(tmp / "profile.json", list(profiles))
     io_mod.write_json(tmp / "config.json", dict(cfg))
     io_mod.write_json(tmp / "env.json", io_mod.environment_info())
@@ -659,14 +532,17 @@ def run_demo(cfg: Mapping[str, Any], printer: Printer = print) -> Path:
     later nothing is moved into ``out_dir`` (outputs are staged and committed at the end).
     """
     t_start = time.perf_counter()
+    validate_config(cfg)
     loaded = load_or_check_profile(cfg)
-    validate_config(cfg, None if loaded is None else len(loaded[0].layers))
+    validate_model_fit(cfg, model_layer_count(cfg) if loaded is None else len(loaded[0].layers))
     with io_mod.StagedOutput(cfg["out_dir"]) as tmp:
+        t_profile = time.perf_counter()
         if loaded is None:
             profiles = profile_model(cfg, printer)
         else:
             printer(f"loaded profile '{cfg['profile_path']}' ({len(loaded)} microbatch sizes)")
             profiles = loaded
+        t_profile = time.perf_counter() - t_profile
         by_m = dict(zip(cfg["microbatches"], profiles, strict=True))
         cache: dict[tuple[int, int], ex.BlockCosts] = {}
 
@@ -679,16 +555,20 @@ def run_demo(cfg: Mapping[str, Any], printer: Printer = print) -> Path:
         rep_m = int(cfg["representative_microbatches"])
         rep_bw = float(cfg["representative_bandwidth_GBps"])
         printer(f"\nper-layer costs at microbatch size {cfg['global_batch'] // rep_m} (m={rep_m}):")
-        printer(layer_table(by_m[rep_m]))
+        printer(rp.layer_table(by_m[rep_m]))
         printer(f"\nper-block costs (block_n={cfg['block_n']}):")
-        printer(block_table(costs_for(rep_m, 1)))
+        printer(rp.block_table(costs_for(rep_m, 1)))
 
         schedules = _available_schedules(cfg, printer)
         planners = _available_planners(cfg, printer)
+        for s, ok in schedules.items():
+            if rep_m not in ok:
+                printer(f"note: no timeline for {s}: it cannot run the representative m={rep_m}")
         needs_w = [s for s in schedules if s in sched_mod.NEEDS_W]
         if needs_w and costs_for(rep_m, 1).weight_s is None:
             raise ValueError(f"schedules {', '.join(needs_w)} need the profile's I/W split, which it lacks")
         printer("")
+        t_grid = time.perf_counter()
         rows = ex.simulate_grid(
             costs_for,
             planners,
@@ -701,16 +581,24 @@ def run_demo(cfg: Mapping[str, Any], printer: Printer = print) -> Path:
             stages_per_device=int(cfg["stages_per_device"]),
             progress=printer,
         )
+        t_grid = time.perf_counter() - t_grid
         _print_partitions(rows, costs_for, rep_m, rep_bw, printer)
-        summary = summary_lines(rows, cfg, profiles[0].meta)
+        summary = summary_lines(rows, cfg, profiles[0])
         if cfg["engine_check"]:
-            summary += _engine_check(tmp, cfg, printer)
+            summary += _engine_check(tmp, cfg, by_m[rep_m], printer)
+        if cfg["model"] == "gpt":
+            summary += _memory_outputs(tmp, cfg, by_m[rep_m], printer)
+        t_write = time.perf_counter()
         write_outputs(tmp, rows, cfg, profiles, costs_for, summary, printer)
+        t_write = time.perf_counter() - t_write
     printer("\n" + "\n".join(summary))
     out = Path(cfg["out_dir"])
     printer(f"\nwrote {out}/: results.csv, makespan_/bubble_/speedup_<schedule>_<bw>.png, "
             "timeline_/trace_<schedule>_<strategy>, profile.json, config.json, env.json, summary.txt")
-    printer(f"wall time {time.perf_counter() - t_start:.1f} s")
+    printer(
+        f"wall time {time.perf_counter() - t_start:.1f} s (profiling {t_profile:.1f} s,"
+        f" planning + simulation {t_grid:.1f} s, writing outputs {t_write:.1f} s)"
+    )
     return out
 
 
@@ -729,20 +617,43 @@ def _print_partitions(
         costs = costs_for(rep_m, r.stages_per_device)
         label = key_strategy if r.strategy == "schedule_aware" else f"{r.strategy}, {r.num_stages} stages"
         printer(
-            f"\n{label} (m={rep_m}, {rep_bw:g} GB/s): bottleneck {_fmt_time(r.bottleneck_s)},"
-            f" boundary bytes {_fmt_bytes(r.boundary_bytes_total)} per microbatch"
+            f"\n{label} (m={rep_m}, {rep_bw:g} GB/s): bottleneck {rp.fmt_time(r.bottleneck_s)},"
+            f" boundary bytes {rp.fmt_bytes(r.boundary_bytes_total)} per microbatch"
         )
-        printer(partition_table(costs, r.partition))
+        printer(rp.partition_table(costs, r.partition))
 
 
-def _engine_check(tmp: Path, cfg: Mapping[str, Any], printer: Printer) -> list[str]:
-    """Run the real-engine comparison (bubblereduce.engine) and write engine_check.csv into ``tmp``."""
-    try:
-        from bubblereduce import engine
-    except ImportError as exc:
-        raise ValueError(f"engine_check=True needs bubblereduce.engine, which is not available ({exc})") from exc
-    printer("running the torch.distributed.pipelining check (engine_check=True)")
-    return list(engine.demo_engine_check(cfg, tmp, printer=printer))
+def _engine_check(tmp: Path, cfg: Mapping[str, Any], profile: Any, printer: Printer) -> list[str]:
+    """Run uniform and dp_min_max on torch.distributed.pipelining (2 ranks) and compare with the simulator.
+
+    Partitions: 2 stages over blocks of ``block_n`` layers, planned on ``profile`` (the
+    representative microbatch size); schedules: gpipe and 1f1b where configured; the
+    demo's microbatch counts and global batch. Writes ``engine_check.csv`` into ``tmp``
+    and returns the engine module's summary lines.
+    """
+    from bubblereduce import engine, models
+    from bubblereduce.profile import group_blocks
+
+    blocks = group_blocks(profile, block_n=int(cfg["block_n"]))
+    if len(blocks.names) < 2:
+        raise ValueError(f"engine_check needs at least 2 blocks for 2 ranks, got {len(blocks.names)}")
+    parts = engine.plan_engine_partitions(blocks, num_stages=2, strategies=("uniform", "dp_min_max"))
+    schedules = [s for s in ("gpipe", "1f1b") if s in cfg["schedules"]] or ["1f1b"]
+    widths = [int(w) for w in cfg["mlp_widths"]]
+    printer(f"engine check: {', '.join(schedules)} on 2 gloo ranks, m = {list(cfg['microbatches'])} (slow)")
+    rows = engine.engine_check(
+        functools.partial(models.build_mlp, widths, seed=int(cfg["seed"])),  # picklable for spawn
+        parts,
+        schedules=schedules,
+        microbatch_counts=list(cfg["microbatches"]),
+        global_batch=int(cfg["global_batch"]),
+        world=2,
+        comm_mode=str(cfg["comm_mode"]),
+        seed=int(cfg["seed"]),
+        progress=lambda line: printer("  " + line),
+    )
+    engine.write_engine_check(tmp / "engine_check.csv", rows)
+    return ["", *engine.engine_summary_lines(rows)]
 
 
 # --------------------------------------------------------------------------- CLI

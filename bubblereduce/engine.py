@@ -16,8 +16,9 @@ each), launched by ``bubblereduce.engine_worker.run_ranks`` on 127.0.0.1.
 The prediction simulates the same partition, schedule and microbatch count
 (``bubblereduce.simulate``, ``comm_mode="overlap"`` by default) with per-stage
 costs summed from the profile, the MSE loss's forward/backward added to the
-last stage, boundary transfers from the measured link, and each rank's
-post-schedule work (gradient scaling by 1/m, ``SGD.step``, ``zero_grad``),
+last stage, each stage's gradient accumulation (an in-place add over its
+parameters, done by every microbatch after the first) added to its backward,
+boundary transfers from the measured link, and each rank's post-schedule work (gradient scaling by 1/m, ``SGD.step``, ``zero_grad``),
 measured on its own in that rank, added after that rank's last action:
 ``predicted_s = max_d(end_d + post_step_s[d])``. ``predicted_sim_s`` is the
 plain simulator makespan without that last term. Nothing is fitted to the
@@ -45,7 +46,6 @@ from bubblereduce.engine_worker import (
     ProfileTask,
     run_ranks,
     split_sequential,
-    stage_placement,
 )
 
 __all__ = [
@@ -109,6 +109,11 @@ class EngineRow:
     ``error = (predicted_s - measured_s) / measured_s``; ``noise`` = IQR / median
     of the timed steps; ``measured_iqr_s`` the IQR itself. ``predicted_sim_s`` /
     ``error_sim``: the simulator makespan alone, without the post-step term.
+    ``predicted_inrun_s`` / ``error_inrun`` (diagnostic): the same prediction
+    from each stage's forward/backward calls timed inside the run instead of
+    the layer profile; it separates profile error from schedule-model error.
+    ``profile_stage_s`` / ``inrun_stage_s``: per stage, forward + backward
+    seconds of one microbatch from the profile and as timed inside the run.
     ``stage_layers``: the partition as half-open layer ranges of the model.
     """
 
@@ -125,6 +130,10 @@ class EngineRow:
     error: float
     predicted_sim_s: float
     error_sim: float
+    predicted_inrun_s: float
+    error_inrun: float
+    profile_stage_s: tuple[float, ...]
+    inrun_stage_s: tuple[float, ...]
     post_step_s: float
     steps: int
     loss: float
@@ -228,7 +237,8 @@ def fit_link(sizes_bytes: Sequence[float], one_way_s: Sequence[float]) -> tuple[
     if intercept < 0:
         intercept = 0.0
         slope = float((x * wt) @ (y * wt) / ((x * wt) @ (x * wt)))
-    if not slope > 0:
+    # the size-dependent part must be visible above float noise at the largest message
+    if not slope * x.max() > 1e-9 * y.max():
         raise ValueError(f"transfer time does not grow with size (slope {slope!r} s/byte); cannot fit a bandwidth")
     return float(intercept), float(1.0 / slope / 1e9)
 
@@ -301,10 +311,19 @@ def measure_link(
     return _link_from_payload(payloads[0])
 
 
-def _link_from_payload(payload: Mapping[str, Any]) -> LinkFit:
+def _link_from_payload(payload: Mapping[str, Any], say: Callable[[str], None] | None = None) -> LinkFit:
+    """Fit the ping-pong; if noise hides the size effect, fall back to latency = the fastest
+    one-way time and bandwidth = the best observed bytes per second (said via ``say``)."""
     sizes = tuple(int(s) for s in payload["sizes_bytes"])
     times = tuple(float(t) for t in payload["one_way_s"])
-    latency_s, bandwidth_GBps = fit_link(sizes, times)
+    try:
+        latency_s, bandwidth_GBps = fit_link(sizes, times)
+    except ValueError as exc:
+        latency_s = min(times)
+        bandwidth_GBps = max(s / t for s, t in zip(sizes, times, strict=True) if t > 0) / 1e9
+        if say is not None:
+            say(f"engine: link fit failed ({exc}); using latency {latency_s * 1e6:.1f} us and the best "
+                f"observed {bandwidth_GBps:.2f} GB/s (use larger link_sizes_bytes)")
     return LinkFit(latency_s, bandwidth_GBps, sizes, times)
 
 
@@ -377,17 +396,52 @@ def run_pipeline(
 # --------------------------------------------------------------------------- predicting
 
 
-def _mean_profile_arrays(profiles: Sequence[Any]) -> dict[str, np.ndarray]:
-    """Element-wise mean of the per-layer arrays of the ranks' profiles (same model, same size)."""
+def _mean_profile_arrays(per_rank_rounds: Sequence[Sequence[Any]]) -> dict[str, np.ndarray]:
+    """Per-layer arrays: median over a rank's rounds, then mean over ranks (same model, same size)."""
     out = {}
+    first = per_rank_rounds[0][0]
     for attr in ("forward_s", "backward_s", "weight_grad_s"):
-        arrays = [getattr(p, attr) for p in profiles]
-        if any(a is None for a in arrays):
-            out[attr] = np.zeros(len(profiles[0].layers))
-        else:
-            out[attr] = np.mean(np.stack(arrays), axis=0)
-    out["act_bytes"] = np.asarray(profiles[0].act_bytes, dtype=np.float64)
+        per_rank = []
+        for rounds in per_rank_rounds:
+            arrays = [getattr(p, attr) for p in rounds]
+            if any(a is None for a in arrays):
+                arrays = [np.zeros(len(first.layers))]
+            per_rank.append(np.median(np.stack(arrays), axis=0))
+        out[attr] = np.mean(np.stack(per_rank), axis=0)
+    out["act_bytes"] = np.asarray(first.act_bytes, dtype=np.float64)
     return out
+
+
+def _inrun_stage_s(per_rank_res: Sequence[Mapping[str, Any]], num: int) -> tuple[float, ...]:
+    timed: dict[str, float] = {}
+    for r in per_rank_res:
+        timed.update(r["inrun_s"])
+    return tuple(timed.get(f"F{s}", math.nan) + timed.get(f"B{s}", math.nan) + timed.get(f"W{s}", 0.0)
+                 for s in range(num))
+
+
+def _predict_inrun(
+    per_rank_res: Sequence[Mapping[str, Any]], ranges: Sequence[tuple[int, int]], schedule: str,
+    m: int, link: LinkFit, layer_act_bytes: np.ndarray, post: Sequence[float], comm_mode: str,
+) -> float:
+    """Diagnostic prediction from the stage calls timed inside the run (no profile involved)."""
+    num = len(ranges)
+    timed: dict[str, float] = {}
+    for r in per_rank_res:
+        timed.update(r["inrun_s"])
+    if not all(f"F{s}" in timed and f"B{s}" in timed for s in range(num)):
+        return math.nan
+    f = np.array([timed[f"F{s}"] for s in range(num)])
+    i_or_b = np.array([timed[f"B{s}"] for s in range(num)])
+    w = np.array([timed.get(f"W{s}", 0.0) for s in range(num)])
+    last = next(r for r in per_rank_res if num - 1 in r["stages"])
+    f[-1] += float(last["loss_forward_s"])
+    # one pseudo-layer per stage: the in-run seconds are already per stage
+    act = np.array([layer_act_bytes[b - 1] for _, b in ranges], dtype=np.float64)
+    stage_ranges = [(s, s + 1) for s in range(num)]
+    pred, _ = predict_step(f, i_or_b + w, act, stage_ranges, schedule, m, link,
+                           layer_weight_grad_s=w, post_step_s=post, comm_mode=comm_mode)
+    return pred
 
 
 def predict_step(
@@ -401,6 +455,7 @@ def predict_step(
     *,
     layer_weight_grad_s: Sequence[float] | None = None,
     loss_s: tuple[float, float] = (0.0, 0.0),
+    accumulate_s: Sequence[float] | None = None,
     post_step_s: Sequence[float] | None = None,
     comm_mode: str = "overlap",
 ) -> tuple[float, float]:
@@ -408,7 +463,10 @@ def predict_step(
 
     Per-layer seconds for one microbatch (``layer_*_s``) and output bytes are
     summed per stage over ``layer_ranges``; ``loss_s = (forward_s, backward_s)``
-    of the loss is added to the last stage; boundary transfers cost
+    of the loss is added to the last stage; ``accumulate_s[s]`` (seconds to add
+    one microbatch's gradients into stage s's ``.grad``, done by all but the
+    first microbatch of a step) is added to every backward of stage s as
+    ``accumulate_s[s] * (m - 1) / m``; boundary transfers cost
     ``link.latency_s + bytes / (link.bandwidth_GBps * 1e9)``. The simulator
     gives each device's last end ``end_d``; ``post_step_s[d]`` (per rank, the
     work after the schedule) is added: returns ``(max_d(end_d + post_step_s[d]),
@@ -426,6 +484,11 @@ def predict_step(
     b_st = np.array([b[a:c].sum() for a, c in ranges])
     f_st[-1] += loss_s[0]
     b_st[-1] += loss_s[1]
+    if accumulate_s is not None:
+        acc = np.asarray(accumulate_s, dtype=np.float64)
+        if acc.shape != b_st.shape:
+            raise ValueError(f"accumulate_s needs one value per stage ({b_st.size}), got {acc.tolist()}")
+        b_st = b_st + acc * (microbatches - 1) / microbatches
     w_st = None
     if schedule in NEEDS_W:
         if layer_weight_grad_s is None:
@@ -450,12 +513,10 @@ def predict_step(
 @dataclass(frozen=True)
 class _CheckTask:
     link: LinkTask
-    profile: ProfileTask
     pipeline: PipelineTask
 
     def run(self, rank: int, world: int, device: Any) -> dict[str, Any]:
         out = {"link": self.link.run(rank, world, device)}
-        out.update(self.profile.run(rank, world, device))
         out.update(self.pipeline.run(rank, world, device))
         return out
 
@@ -469,14 +530,16 @@ def engine_check(
     *,
     world: int = 2,
     input_shape: tuple[int, ...] | None = None,
-    warmup_steps: int = 2,
-    measure_steps: int = 10,
-    profile_warmup: int = 2,
-    profile_repeats: int = 5,
+    warmup_steps: int = 1,
+    rounds: int = 3,
+    steps_per_round: int = 3,
+    profile_warmup: int = 1,
+    profile_repeats: int = 3,
     link_sizes_bytes: Sequence[int] = DEFAULT_LINK_SIZES_BYTES,
     comm_mode: str = "overlap",
     seed: int = 0,
     device_type: str = "cpu",
+    nice: int = 0,
     timeout_s: float = 900.0,
     progress: Callable[[str], None] | None = None,
 ) -> list[EngineRow]:
@@ -489,7 +552,13 @@ def engine_check(
     ``1f1b``, 2 for ``interleaved-1f1b``, ``zbv``, ``dualpipev``); other pairs
     are skipped with a progress note. Microbatch counts split ``global_batch``
     (semantics §1). Everything runs in one launch of ``world`` processes (see
-    the module docstring for what is measured and how it is predicted);
+    the module docstring for what is measured and how it is predicted): after
+    ``warmup_steps`` per configuration, ``rounds`` rounds each profile the
+    model once (``profile_warmup``/``profile_repeats`` per layer) and then run
+    ``steps_per_round`` timed steps of every configuration, so load changes
+    hit all configurations and the profile alike. The profile used is, per
+    layer, the median over rounds, averaged over ranks; ``nice`` is passed to
+    ``run_ranks`` (worker scheduling niceness, 0 = unchanged);
     ``timeout_s`` bounds it (seconds). Rows follow the order strategy,
     schedule, microbatches of the arguments. Raises ``ValueError`` for bad
     arguments and ``EngineError`` when a rank fails.
@@ -497,6 +566,9 @@ def engine_check(
     say = progress if progress is not None else (lambda _line: None)
     _check_int("world", world, 2)
     _check_int("global_batch", global_batch, 1)
+    _check_int("rounds", rounds, 1)
+    _check_int("steps_per_round", steps_per_round, 1)
+    _check_int("warmup_steps", warmup_steps, 0)
     counts = [_check_int("microbatch count", m, 1) for m in microbatch_counts]
     if not counts or not partitions or not schedules:
         raise ValueError("need at least one partition, one schedule and one microbatch count")
@@ -518,7 +590,7 @@ def engine_check(
             for m in counts:
                 _check_job(schedule, len(ranges_t), world, m, global_batch)
                 key = f"{strategy}|{schedule}|{m}"
-                jobs.append(PipelineJob(key, ranges_t, schedule, m, warmup_steps, measure_steps))
+                jobs.append(PipelineJob(key, ranges_t, schedule, m, warmup_steps, steps_per_round))
                 meta[key] = (strategy, schedule, m, ranges_t)
     del model
     if not jobs:
@@ -529,14 +601,16 @@ def engine_check(
     sizes = tuple(sorted({global_batch // m for m in counts}, reverse=True))
     task = _CheckTask(
         link=LinkTask(tuple(int(s) for s in link_sizes_bytes)),
-        profile=ProfileTask(model_fn, shape, sizes, profile_warmup, profile_repeats, seed),
-        pipeline=PipelineTask(model_fn, shape, global_batch, tuple(jobs), seed=seed),
+        pipeline=PipelineTask(
+            model_fn, shape, global_batch, tuple(jobs), rounds=rounds,
+            profile=ProfileTask(shape, sizes, profile_warmup, profile_repeats, seed), seed=seed,
+        ),
     )
     say(f"engine: {len(jobs)} configurations on {world} {('gloo' if device_type == 'cpu' else 'nccl')} "
-        f"ranks (link ping-pong, profile at microbatch sizes {list(sizes)}, then {warmup_steps} warm-up "
-        f"+ {measure_steps} timed steps each)")
-    payloads = run_ranks(task, world, device_type=device_type, timeout_s=timeout_s)
-    link = _link_from_payload(payloads[0]["link"])
+        f"ranks: link ping-pong, {warmup_steps} warm-up step(s) each, then {rounds} rounds of "
+        f"(profile at microbatch sizes {list(sizes)}, {steps_per_round} timed steps of each configuration)")
+    payloads = run_ranks(task, world, device_type=device_type, timeout_s=timeout_s, nice=nice)
+    link = _link_from_payload(payloads[0]["link"], say)
     say(f"engine: link latency {link.latency_s * 1e6:.1f} us, bandwidth {link.bandwidth_GBps:.2f} GB/s")
 
     rows: list[EngineRow] = []
@@ -544,15 +618,18 @@ def engine_check(
         strategy, schedule, m, ranges_t = meta[job.key]
         per_rank_res = [p["jobs"][job.key] for p in payloads]
         mb = global_batch // m
-        arrays = _mean_profile_arrays([p["profiles"][mb] for p in payloads])
+        arrays = _mean_profile_arrays([[rnd[mb] for rnd in p["profiles"]] for p in payloads])
         last = next(r for r in per_rank_res if len(ranges_t) - 1 in r["stages"])
         post = [float(r["post_step_s"]) for r in per_rank_res]
+        acc_by_stage = {int(s): float(v) for r in per_rank_res for s, v in r["accumulate_s"].items()}
+        accumulate = [acc_by_stage[s] for s in range(len(ranges_t))]
         predicted_s, sim_s = predict_step(
             arrays["forward_s"], arrays["backward_s"], arrays["act_bytes"], ranges_t, schedule, m, link,
             layer_weight_grad_s=arrays["weight_grad_s"],
             loss_s=(float(last["loss_forward_s"]), float(last["loss_backward_s"])),
-            post_step_s=post, comm_mode=comm_mode,
+            accumulate_s=accumulate, post_step_s=post, comm_mode=comm_mode,
         )
+        inrun_s = _predict_inrun(per_rank_res, ranges_t, schedule, m, link, arrays["act_bytes"], post, comm_mode)
         steps = per_rank_res[0]["step_s"]
         measured = float(statistics.median(steps))
         iqr = _iqr(steps)
@@ -562,6 +639,10 @@ def engine_check(
             measured_s=measured, measured_iqr_s=iqr, noise=iqr / measured,
             predicted_s=predicted_s, error=(predicted_s - measured) / measured,
             predicted_sim_s=sim_s, error_sim=(sim_s - measured) / measured,
+            predicted_inrun_s=inrun_s, error_inrun=(inrun_s - measured) / measured,
+            profile_stage_s=tuple(float(arrays["forward_s"][a:b].sum() + arrays["backward_s"][a:b].sum())
+                                  for a, b in ranges_t),
+            inrun_stage_s=_inrun_stage_s(per_rank_res, len(ranges_t)),
             post_step_s=max(post), steps=len(steps), loss=float(last["loss"]),
             link_latency_s=link.latency_s, link_bandwidth_GBps=link.bandwidth_GBps, comm_mode=comm_mode,
         )
@@ -606,7 +687,7 @@ def ranking_checks(
 ENGINE_CSV_HEADER: tuple[str, ...] = (
     "strategy", "schedule", "microbatches", "microbatch_size", "global_batch", "stage_layers",
     "measured_s", "predicted_s", "error", "noise", "measured_iqr_s", "predicted_sim_s", "error_sim",
-    "post_step_s", "steps", "loss", "link_latency_s", "link_bandwidth_GBps", "comm_mode",
+    "predicted_inrun_s", "error_inrun", "profile_stage_s", "inrun_stage_s", "post_step_s", "steps", "loss", "link_latency_s", "link_bandwidth_GBps", "comm_mode",
 )
 
 
@@ -614,7 +695,8 @@ def _row_cells(r: EngineRow) -> list[object]:
     layers = " ".join(f"{a}-{b}" for a, b in r.stage_layers)
     return [r.strategy, r.schedule, r.microbatches, r.microbatch_size, r.global_batch, layers,
             r.measured_s, r.predicted_s, r.error, r.noise, r.measured_iqr_s, r.predicted_sim_s,
-            r.error_sim, r.post_step_s, r.steps, r.loss, r.link_latency_s, r.link_bandwidth_GBps,
+            r.error_sim, r.predicted_inrun_s, r.error_inrun, " ".join(repr(x) for x in r.profile_stage_s),
+            " ".join(repr(x) for x in r.inrun_stage_s), r.post_step_s, r.steps, r.loss, r.link_latency_s, r.link_bandwidth_GBps,
             r.comm_mode]
 
 

@@ -156,59 +156,65 @@ class ProfileTask:
     """Every rank profiles the whole model at each microbatch size at the same time,
     so the profile sees the same contention (one busy process per core) as the run."""
 
-    model_fn: Callable[[], nn.Sequential]
     input_shape: tuple[int, ...]
     microbatch_sizes: tuple[int, ...]
-    warmup: int = 2
-    repeats: int = 5
+    warmup: int = 1
+    repeats: int = 3
     seed: int = 0
 
-    def run(self, rank: int, world: int, device: torch.device) -> dict[str, Any]:
+    def run(self, model: nn.Sequential, device: torch.device) -> dict[int, Any]:
         from bubblereduce.profile import profile_sequential
 
-        model = self.model_fn().to(device)
         gen = torch.Generator().manual_seed(self.seed)
-        profiles = {}
+        out = {}
         for mb in self.microbatch_sizes:
             sample = torch.randn((mb, *self.input_shape), generator=gen).to(device)
-            profiles[mb] = profile_sequential(
+            out[mb] = profile_sequential(
                 model, sample, warmup=self.warmup, repeats=self.repeats, threads=1,
-                device=str(device), split_backward=True,
+                device=device, split_backward=True,
             )
-        return {"profiles": profiles}
+        return out
 
 
 @dataclass(frozen=True)
 class PipelineJob:
-    """One configuration: a partition, a schedule and a microbatch count."""
+    """One configuration: a partition (layer ranges), a schedule and a microbatch count."""
 
     key: str
     layer_ranges: tuple[tuple[int, int], ...]
     schedule: str
     microbatches: int
-    warmup_steps: int
-    measure_steps: int
+    warmup_steps: int = 1
+    steps_per_round: int = 3
     return_grads: bool = False
 
 
 @dataclass(frozen=True)
 class PipelineTask:
-    """Run ``jobs`` one after another on torch.distributed.pipelining.
+    """Run ``jobs`` on torch.distributed.pipelining, interleaved in ``rounds``.
 
-    Each timed step is ``barrier → schedule.step → optimizer.step →
-    zero_grad → barrier``; rank 0's wall time between the barriers is the
-    step time. Before the timed steps each rank also measures, on its own,
-    the post-schedule work of its stages (gradient scaling by 1/m,
-    ``SGD.step``, ``zero_grad``), and the last stage's rank the loss forward
-    and backward at the microbatch size: the documented per-step overheads
-    the prediction adds (measured independently, never fitted).
-    ``fail_rank`` makes that rank raise after setup (tests use it).
+    All jobs share one model per rank (stages are views on its layers). After
+    ``warmup_steps`` untimed steps per job, each round runs the optional
+    ``profile`` once and then ``steps_per_round`` timed steps of every job, so
+    slow phases of external load spread over all configurations and the
+    profile alike. A timed step is ``barrier → schedule.step → optimizer.step
+    → zero_grad → barrier``; rank 0's wall time between the barriers is the
+    step time. Each stage's forward/backward calls are also timed inside the
+    run (``inrun_*``, a diagnostic). Before the steps each rank measures, on
+    its own, the post-schedule work of its stages (gradient scaling by 1/m,
+    ``SGD.step``, ``zero_grad``), each stage's gradient accumulation (one
+    in-place add over its parameters) and the last stage's rank the loss
+    forward and backward at the microbatch size: the overheads the prediction
+    adds (measured independently, never fitted). ``fail_rank`` makes that
+    rank raise and ``crash_rank`` exit abruptly after setup (tests use them).
     """
 
     model_fn: Callable[[], nn.Sequential]
     input_shape: tuple[int, ...]
     global_batch: int
     jobs: tuple[PipelineJob, ...]
+    rounds: int = 1
+    profile: ProfileTask | None = None
     lr: float = 1e-3
     seed: int = 0
     overhead_repeats: int = 5
@@ -218,20 +224,25 @@ class PipelineTask:
     def run(self, rank: int, world: int, device: torch.device) -> dict[str, Any]:
         gen = torch.Generator().manual_seed(self.seed)
         x = torch.randn((self.global_batch, *self.input_shape), generator=gen)
-        probe = self.model_fn()
+        model = self.model_fn().to(device)
         with torch.no_grad():
-            out_shape = tuple(probe(x[:1]).shape[1:])
-        del probe
+            out_shape = tuple(model(x[:1].to(device)).shape[1:])
         target = torch.randn((self.global_batch, *out_shape), generator=gen)
         x, target = x.to(device), target.to(device)
         if self.crash_rank == rank:
             os._exit(3)
         if self.fail_rank == rank:
             raise RuntimeError(f"injected failure on rank {rank} (fail_rank={self.fail_rank})")
-        results = {}
-        for job in self.jobs:
-            results[job.key] = _run_job(self, job, rank, world, device, x, target)
-        return {"jobs": results}
+        runners = [_JobRunner(self, job, model, rank, world, device, x, target) for job in self.jobs]
+        for r in runners:
+            r.warm_up()
+        profiles = []
+        for _ in range(self.rounds):
+            if self.profile is not None:
+                profiles.append(self.profile.run(model, device))
+            for r in runners:
+                r.timed_steps()
+        return {"jobs": {r.job.key: r.result() for r in runners}, "profiles": profiles}
 
 
 def _mse(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -254,6 +265,26 @@ def _time_post_step(params: list[nn.Parameter], opt: torch.optim.Optimizer, m: i
     return _median(times[1:])
 
 
+def _time_accumulate(params: list[nn.Parameter], repeats: int) -> float:
+    """Median seconds to add one microbatch's gradients into existing ``.grad`` tensors.
+
+    Autograd does this in-place add for every microbatch after the first of a
+    step (the first one's gradients are stored as they are); the layer profile
+    (``torch.autograd.grad``) never does it.
+    """
+    if not params:
+        return 0.0
+    grads = [torch.full_like(p, 1e-6) for p in params]
+    accs = [torch.zeros_like(p) for p in params]
+    times = []
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        for a, g in zip(accs, grads, strict=True):
+            a.add_(g)
+        times.append(time.perf_counter() - t0)
+    return _median(times[1:])
+
+
 def _time_loss(out_shape: tuple[int, ...], mb: int, repeats: int, device: torch.device) -> tuple[float, float]:
     """Median (forward_s, backward_s) of the MSE loss on one microbatch of outputs."""
     out = torch.randn((mb, *out_shape), device=device, requires_grad=True)
@@ -271,84 +302,112 @@ def _time_loss(out_shape: tuple[int, ...], mb: int, repeats: int, device: torch.
     return _median(fs[1:]), _median(bs[1:])
 
 
-def _run_job(
-    task: PipelineTask, job: PipelineJob, rank: int, world: int, device: torch.device,
-    x: torch.Tensor, target: torch.Tensor,
-) -> dict[str, Any]:
-    import torch.distributed.pipelining as pp
-
-    cls_name, per_rank, placement = TORCH_SCHEDULES[job.schedule]
-    num_stages = len(job.layer_ranges)
-    my_stages = stage_placement(num_stages, world, placement)[rank]
-    model = task.model_fn().to(device)
-    mods = split_sequential(model, job.layer_ranges)
-    stages = [pp.PipelineStage(mods[s], s, num_stages, device) for s in my_stages]
-    cls = getattr(pp, cls_name)
-    m = job.microbatches
-    if per_rank == 1:
-        sched = cls(stages[0], n_microbatches=m, loss_fn=_mse)
-    else:
-        sched = cls(stages, n_microbatches=m, loss_fn=_mse)
-    params = [p for s in my_stages for p in mods[s].parameters()]
-    opt = torch.optim.SGD(params, lr=task.lr)
-    holds_first = 0 in my_stages
-    holds_last = num_stages - 1 in my_stages
-    mb = task.global_batch // m
-
-    out: dict[str, Any] = {"stages": my_stages}
-    out["post_step_s"] = _time_post_step(params, opt, m, task.overhead_repeats)
-    if holds_last:
-        out_shape = tuple(target.shape[1:])
-        out["loss_forward_s"], out["loss_backward_s"] = _time_loss(out_shape, mb, task.overhead_repeats, device)
-
-    order = getattr(sched, "pipeline_order", None)
-    if order is not None:
-        out["torch_order"] = {
-            int(r): [None if a is None else (str(a.computation_type.value), int(a.stage_index),
-                                             None if a.microbatch_index is None else int(a.microbatch_index))
-                     for a in acts]
-            for r, acts in order.items()
-        }
-
-    def one_step() -> list[torch.Tensor]:
-        losses: list[torch.Tensor] = []
-        args = (x,) if holds_first else ()
-        kwargs: dict[str, Any] = {"target": target, "losses": losses} if holds_last else {}
-        sched.step(*args, **kwargs)
-        return losses
-
-    if job.return_grads:
-        dist.barrier()
-        losses = one_step()
-        dist.barrier()
-        out["grads"] = {
-            name: p.grad.detach().cpu().clone()
-            for s in my_stages for name, p in mods[s].named_parameters() if p.grad is not None
-        }
-        if holds_last:
-            out["loss"] = float(torch.stack([loss.detach() for loss in losses]).mean().cpu())
+def _timed(fn: Callable[..., Any], log: list[float], active: list[bool]) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not active[0]:
+            return fn(*args, **kwargs)
+        t0 = time.perf_counter()
+        out = fn(*args, **kwargs)
+        log.append(time.perf_counter() - t0)
         return out
 
-    step_s: list[float] = []
-    last_loss = float("nan")
-    for k in range(job.warmup_steps + job.measure_steps):
+    return wrapper
+
+
+class _JobRunner:
+    """One job's stages, schedule and optimizer on this rank, and its measurements."""
+
+    def __init__(self, task: PipelineTask, job: PipelineJob, model: nn.Sequential, rank: int,
+                 world: int, device: torch.device, x: torch.Tensor, target: torch.Tensor) -> None:
+        import torch.distributed.pipelining as pp
+
+        cls_name, per_rank, placement = TORCH_SCHEDULES[job.schedule]
+        self.job, self.device, self.x, self.target = job, device, x, target
+        num_stages = len(job.layer_ranges)
+        self.my_stages = stage_placement(num_stages, world, placement)[rank]
+        mods = split_sequential(model, job.layer_ranges)
+        self.mods = {s: mods[s] for s in self.my_stages}
+        stages = [pp.PipelineStage(mods[s], s, num_stages, device) for s in self.my_stages]
+        # in-run action timing (a diagnostic): instance attributes shadow the methods
+        self.active = [False]
+        self.inrun: dict[str, list[float]] = {}
+        for s, st in zip(self.my_stages, stages, strict=True):
+            for kind, meth in (("F", "forward_one_chunk"), ("B", "backward_one_chunk"),
+                               ("W", "backward_weight_one_chunk")):
+                log = self.inrun.setdefault(f"{kind}{s}", [])
+                setattr(st, meth, _timed(getattr(st, meth), log, self.active))
+        cls = getattr(pp, cls_name)
+        m = job.microbatches
+        self.sched = cls(stages[0] if per_rank == 1 else stages, n_microbatches=m, loss_fn=_mse)
+        self.params = [p for mod in self.mods.values() for p in mod.parameters()]
+        self.opt = torch.optim.SGD(self.params, lr=task.lr)
+        self.holds_first = 0 in self.my_stages
+        self.holds_last = num_stages - 1 in self.my_stages
+        mb = task.global_batch // m
+        self.out: dict[str, Any] = {"stages": self.my_stages}
+        self.out["post_step_s"] = _time_post_step(self.params, self.opt, m, task.overhead_repeats)
+        self.out["accumulate_s"] = {
+            s: _time_accumulate(list(mod.parameters()), task.overhead_repeats) for s, mod in self.mods.items()
+        }
+        if self.holds_last:
+            self.out["loss_forward_s"], self.out["loss_backward_s"] = _time_loss(
+                tuple(target.shape[1:]), mb, task.overhead_repeats, device)
+        self.step_s: list[float] = []
+        self.loss = float("nan")
+
+    def _step(self) -> list[torch.Tensor]:
+        losses: list[torch.Tensor] = []
+        args = (self.x,) if self.holds_first else ()
+        kwargs: dict[str, Any] = {"target": self.target, "losses": losses} if self.holds_last else {}
+        self.sched.step(*args, **kwargs)
+        return losses
+
+    def _record_loss(self, losses: list[torch.Tensor]) -> None:
+        if self.holds_last and losses:
+            self.loss = float(torch.stack([loss.detach() for loss in losses]).mean().cpu())
+
+    def warm_up(self) -> None:
+        if self.job.return_grads:
+            dist.barrier()
+            self._record_loss(self._step())
+            dist.barrier()
+            self.out["grads"] = {
+                name: p.grad.detach().cpu().clone()
+                for mod in self.mods.values() for name, p in mod.named_parameters() if p.grad is not None
+            }
+            self.opt.zero_grad(set_to_none=True)
+            return
+        for _ in range(self.job.warmup_steps):
+            self._one_training_step(timed=False)
+
+    def timed_steps(self) -> None:
+        if self.job.return_grads:
+            return
+        for _ in range(self.job.steps_per_round):
+            self._one_training_step(timed=True)
+
+    def _one_training_step(self, timed: bool) -> None:
+        self.active[0] = timed
         dist.barrier()
         t0 = time.perf_counter()
-        losses = one_step()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        losses = self._step()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
         dist.barrier()
         t1 = time.perf_counter()
-        if k >= job.warmup_steps:
-            step_s.append(t1 - t0)
-        if holds_last and losses:
-            last_loss = float(torch.stack([loss.detach() for loss in losses]).mean().cpu())
-    out["step_s"] = step_s
-    if holds_last:
-        out["loss"] = last_loss
-    return out
+        self.active[0] = False
+        if timed:
+            self.step_s.append(t1 - t0)
+        self._record_loss(losses)
+
+    def result(self) -> dict[str, Any]:
+        self.out["step_s"] = self.step_s
+        self.out["inrun_s"] = {k: _median(v) for k, v in self.inrun.items() if v}
+        if self.holds_last:
+            self.out["loss"] = self.loss
+        return self.out
 
 
 # --------------------------------------------------------------------------- launching
@@ -364,9 +423,14 @@ def _watch_parent(parent_pid: int) -> None:
 
 def _worker_main(
     rank: int, world: int, port: int, backend: str, device_type: str, collective_timeout_s: float,
-    task: Any, results: Any, parent_pid: int,
+    task: Any, results: Any, parent_pid: int, nice: int,
 ) -> None:
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+    if nice:
+        try:
+            os.nice(nice)
+        except OSError as exc:  # raising priority needs privileges; run at the default then
+            print(f"rank {rank}: os.nice({nice}) failed ({exc}); running at the default priority")
     torch.set_num_threads(1)
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     initialized = False
@@ -415,6 +479,7 @@ def run_ranks(
     device_type: str = "cpu",
     timeout_s: float = 300.0,
     collective_timeout_s: float = 60.0,
+    nice: int = 0,
 ) -> list[Any]:
     """Run ``task.run(rank, world, device)`` in ``world`` spawned processes; return payloads by rank.
 
@@ -422,7 +487,9 @@ def run_ranks(
     or NCCL (``"cuda"``, one GPU per rank), torch threads = 1 each.
     ``collective_timeout_s`` bounds every collective and point-to-point wait
     inside the ranks; ``timeout_s`` (seconds) bounds the whole run from the
-    parent's side. Raises ``EngineError`` naming the rank and carrying its
+    parent's side. ``nice`` is added to each worker's scheduling niceness
+    (``os.nice``; negative raises priority, needs privileges, and only matters
+    on a CPU shared with other work). Raises ``EngineError`` naming the rank and carrying its
     traceback when a rank raises, exits without a result, or the run times out;
     all children are terminated before this function returns or raises
     (including on ``KeyboardInterrupt``).
@@ -442,7 +509,7 @@ def run_ranks(
     procs = [
         ctx.Process(
             target=_worker_main,
-            args=(r, world, port, backend, device_type, collective_timeout_s, task, results, os.getpid()),
+            args=(r, world, port, backend, device_type, collective_timeout_s, task, results, os.getpid(), nice),
             daemon=True,
             name=f"bubblereduce-engine-rank{r}",
         )

@@ -11,7 +11,8 @@ grid once:
   :func:`standard_planners` gives uniform, greedy, dp_min_max, dp_slack and
   schedule_aware.
 - :func:`simulate_grid` plans and simulates every cell and returns :class:`GridRow`
-  records; :func:`grid_csv` turns them into a CSV table.
+  records; :func:`grid_csv` turns them into a CSV table; :func:`write_grid_plots` and
+  :func:`write_timelines` draw them (matplotlib only through ``bubblereduce.plotting``).
 
 Conventions (documented once, used everywhere):
 
@@ -34,6 +35,7 @@ import inspect
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -60,6 +62,11 @@ __all__ = [
     "simulate_grid",
     "grid_csv",
     "bandwidth_token",
+    "cell_rows",
+    "best_row",
+    "tied_strategies",
+    "write_grid_plots",
+    "write_timelines",
 ]
 
 STRATEGIES: tuple[str, ...] = ("uniform", "greedy", "dp_min_max", "dp_slack", "schedule_aware")
@@ -468,3 +475,117 @@ def grid_csv(rows: Sequence[GridRow], extra: Mapping[str, object] | None = None)
 def bandwidth_token(bandwidth_GBps: float) -> str:
     """Filename-safe token for a bandwidth: 1 -> ``"1GBps"``, 0.5 -> ``"0.5GBps"``."""
     return f"{float(bandwidth_GBps):g}GBps".replace("+", "")
+
+
+def cell_rows(rows: Sequence[GridRow], schedule: str, bandwidth_GBps: float, microbatches: int) -> list[GridRow]:
+    """The rows of one grid cell (every strategy), in grid order."""
+    return [
+        r for r in rows
+        if r.schedule == schedule and r.bandwidth_GBps == bandwidth_GBps and r.microbatches == microbatches
+    ]
+
+
+def best_row(cell: Sequence[GridRow], exclude: Sequence[str] = ("uniform",)) -> GridRow | None:
+    """The fastest row of a cell outside ``exclude``; the earliest strategy wins exact ties (None if empty)."""
+    cands = [r for r in cell if r.strategy not in exclude]
+    return min(cands, key=lambda r: r.makespan_s) if cands else None
+
+
+def tied_strategies(cell: Sequence[GridRow], best: GridRow, exclude: Sequence[str] = ("uniform",)) -> list[str]:
+    """Strategies outside ``exclude`` whose makespan equals ``best``'s up to relative 1e-9, in grid order."""
+    return [r.strategy for r in cell if r.strategy not in exclude and r.makespan_s <= best.makespan_s * (1 + 1e-9)]
+
+
+def write_grid_plots(
+    rows: Sequence[GridRow], out_dir: Path, *, num_devices: int, global_batch: int
+) -> list[str]:
+    """Write ``makespan_/bubble_/speedup_<schedule>_<bw>.png`` (x = microbatches, one line per strategy).
+
+    Step time is plotted in ms, the bubble as the idle fraction of device time and the
+    speedup over uniform as a ratio (1.0 = uniform). Returns the file names written into
+    ``out_dir``, in schedule, bandwidth, metric order.
+    """
+    from bubblereduce import plotting
+
+    metrics = [
+        ("makespan", "step time (ms)", lambda r: r.makespan_s * 1e3),
+        ("bubble", "bubble fraction (idle share of device time)", lambda r: r.bubble_fraction),
+        ("speedup", "speedup vs uniform (x)", lambda r: r.speedup_vs_uniform),
+    ]
+    strategies = list(dict.fromkeys(r.strategy for r in rows))
+    names = []
+    for s in dict.fromkeys(r.schedule for r in rows):
+        mbs = sorted({r.microbatches for r in rows if r.schedule == s})
+        for bw in dict.fromkeys(r.bandwidth_GBps for r in rows):
+            cells = {m: {r.strategy: r for r in cell_rows(rows, s, bw, m)} for m in mbs}
+            for prefix, ylabel, get in metrics:
+                series = {k: [get(cells[m][k]) if k in cells[m] else math.nan for m in mbs] for k in strategies}
+                fname = f"{prefix}_{s}_{bandwidth_token(bw)}.png"
+                plotting.plot_lines(
+                    mbs,
+                    series,
+                    Path(out_dir) / fname,
+                    xlabel=f"microbatches m (global batch {global_batch})",
+                    ylabel=ylabel,
+                    title=f"{s}, {num_devices} devices, {bw:g} GB/s link: {prefix} vs microbatches",
+                    logx=True,
+                )
+                names.append(fname)
+    return names
+
+
+def write_timelines(
+    rows: Sequence[GridRow],
+    costs_for: Callable[[int, int], BlockCosts],
+    out_dir: Path,
+    *,
+    microbatches: int,
+    bandwidth_GBps: float,
+    latency_s: float = 0.0,
+    comm_mode: str = "overlap",
+    baseline: str = "uniform",
+) -> list[str]:
+    """Per schedule at one configuration: timelines and Chrome traces of ``baseline`` and the best strategy.
+
+    Writes ``timeline_<schedule>_<strategy>.png`` and ``trace_<schedule>_<strategy>.json``
+    (microsecond Chrome-trace events, opens in Perfetto) for both, and
+    ``timeline_<schedule>_uniform_vs_best.png`` with the two on one time axis. The best
+    strategy is the fastest non-baseline row (earliest strategy on exact ties). Returns
+    the file names written into ``out_dir``.
+    """
+    from bubblereduce import io as io_mod
+    from bubblereduce import plotting
+
+    names: list[str] = []
+    for s in dict.fromkeys(r.schedule for r in rows):
+        cell = cell_rows(rows, s, bandwidth_GBps, microbatches)
+        chosen = [r for r in cell if r.strategy == baseline]
+        best = best_row(cell, exclude=(baseline,))
+        if best is not None:
+            chosen.append(best)
+        results = []
+        for r in chosen:
+            res = simulate_partition(
+                s, costs_for(microbatches, r.stages_per_device), r.partition, microbatches,
+                bandwidth_GBps=bandwidth_GBps, latency_s=latency_s, comm_mode=comm_mode,
+                stages_per_device=r.stages_per_device,
+            )
+            results.append(res)
+            title = f"{s}, {r.strategy} [{partition_text(r.partition)}], m={microbatches}, {bandwidth_GBps:g} GB/s"
+            png, trace = f"timeline_{s}_{r.strategy}.png", f"trace_{s}_{r.strategy}.json"
+            plotting.plot_timeline(res, Path(out_dir) / png, title)
+            io_mod.write_json(Path(out_dir) / trace, io_mod.chrome_trace(res), indent=None)
+            names += [png, trace]
+        if len(chosen) == 2:
+            png = f"timeline_{s}_{baseline}_vs_best.png"
+            plotting.plot_timelines(
+                results,
+                Path(out_dir) / png,
+                titles=[f"{r.strategy} [{partition_text(r.partition)}]" for r in chosen],
+                title=(
+                    f"{s}, {chosen[0].num_devices} devices, m={microbatches}, {bandwidth_GBps:g} GB/s link:"
+                    f" {baseline} vs best partition"
+                ),
+            )
+            names.append(png)
+    return names

@@ -65,3 +65,12 @@ def mlp_input(batch_size: int, width: int = DEFAULT_MLP_WIDTHS[0], seed: int = 0
     _check_int("seed", seed, 0)
     gen = torch.Generator().manual_seed(seed)
     return torch.randn(batch_size, width, generator=gen)
+
+
+def __getattr__(name: str) -> object:
+    # issue 9: the GPT model lives in bubblereduce.gpt; re-exported here lazily (docs/architecture.md)
+    if name in ("GPTConfig", "build_gpt"):
+        from bubblereduce import gpt
+
+        return getattr(gpt, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,33 +2,55 @@
 
 A trainer measures, after every step, how long each stage spent in forward and
 backward. From those per-stage times of PAST steps only, the
-:class:`OnlineController` keeps per-block cost estimates (stage totals split by
-each block's share), finds a persistently slowest stage (effect-size test over a
-rolling window, so jitter alone does not trigger anything), and proposes to shift
-1 or 2 blocks across one boundary of that laggard. A move is taken only when its
-predicted gain, checked on both halves of the window, exceeds ``improve_epsilon``
-and pays back the migration stall over ``payback_horizon_steps``, and when the
-receiving device's memory and the links stay under their guards. After
-``rollback_patience`` steps the move is judged against the counterfactual (the
-old partition's predicted step time on the same post-move estimates) and rolled
-back when it did not help. Every move and rollback pays a migration stall and
-starts a cooldown; undoing the previous change within ``3 × cooldown_steps`` is
-forbidden (no oscillation).
+:class:`OnlineController`
+
+1. keeps per-block cost estimates over a rolling window (each stage's measured
+   time split over its blocks by the profile's shares, :class:`BlockEstimator`);
+2. looks for persistent laggards: the slowest stages of the current split
+   whose lead over the other stages is ``significance_z`` standard errors or
+   more (paired over the window), so jitter alone triggers nothing;
+3. searches target partitions near the current one (each cut within
+   ``plan_radius_blocks`` blocks, one cut next to a laggard must move), picking
+   the best predicted net benefit on the even steps of the window and testing
+   it on the odd steps (the per-step predicted gain must be at least
+   ``improve_epsilon`` of the step time and ``significance_z`` standard errors
+   above zero: selecting and testing on the same data would mistake the
+   luckiest noise for a gain), and requiring the gain over
+   ``payback_horizon_steps`` to cover ``payback_factor`` × the migration stalls;
+4. checks the guards (memory of every receiving device against capacity ×
+   ``mem_threshold_ratio``; a link-utilisation proxy against
+   ``pcie_threshold_ratio``); a paying plan that a guard blocks is a pause;
+5. walks to the target in micro-moves, one per step, each shifting 1-2 blocks
+   across one boundary (cuts next to a laggard first), each charged its
+   migration stall;
+6. ``rollback_patience`` steps after the last micro-move judges the plan
+   against the counterfactual: the old partition's predicted step time on the
+   same post-move per-block estimates (not the pre-move window, which drift
+   would confound); if the plan did not help, it rolls back (one more stall);
+7. waits ``cooldown_steps`` after every change, and never starts a move that
+   restores the partition from before the previous change within
+   ``3 × cooldown_steps`` (no oscillation).
+
+Predicted and simulated step times follow ``bubblereduce.simulate`` exactly
+(semantics.md §4); many (step, partition) rows are timed at once by the
+compiled static-order evaluator of ``bubblereduce.schedule_search`` after a
+self-check against ``simulate``, with ``simulate`` itself as the fallback.
 
 Migration cost model (stated assumption): the profile stores fp32 parameters
 (``profile_bytes_per_param = 4``); a moved parameter carries
 ``migration_bytes_per_param = 12`` bytes (fp32 Adam: 4 B weight + 8 B moments;
 gradients are not moved because moves happen between steps), over the stage
-link at ``bandwidth_GBps`` (links work in parallel, the busiest one counts),
+links at ``bandwidth_GBps`` (links work in parallel, the busiest one counts),
 plus ``migration_setup_s`` seconds of fixed setup (rebuilding the stage modules
-and optimizer). The memory guard counts ``state_bytes_per_param = 16`` bytes per
-parameter (weights, gradients, two Adam moments) plus the activations of the
-schedule's peak in-flight microbatches.
+and optimizer). The memory guard counts ``state_bytes_per_param = 16`` bytes
+per parameter (weights, gradients, two Adam moments) plus the activations of
+the schedule's peak in-flight microbatches.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -82,7 +104,10 @@ class OnlineConfig:
     ramped linearly in time). ``straggler_factor`` multiplies the blocks of one
     stage of the static plan from ``straggler_start_frac × steps`` for
     ``straggler_duration_frac × steps`` steps. ``replan_every_steps`` is K of the
-    periodic full re-plan. ``planner`` makes every full plan (static, periodic,
+    periodic full re-plan; ``plan_radius_blocks`` bounds how far the online
+    controller's target may move each cut (reached in micro-moves of 1-2
+    blocks). ``significance_z`` is the z threshold of the laggard and gain
+    tests. ``planner`` makes every full plan (static, periodic,
     regime oracle): ``"schedule_aware"`` minimises the simulated step time
     (seeded by, and never slower than, ``"dp_min_max"``, the bottleneck
     optimum). ``device_memory_bytes = 0`` means "1.5 × the largest
@@ -106,14 +131,15 @@ class OnlineConfig:
     roll_window: int = 20
     cooldown_steps: int = 10
     rollback_patience: int = 10
-    improve_epsilon: float = 0.02
-    laggard_z: float = 3.0
+    improve_epsilon: float = 0.005
+    significance_z: float = 3.5
     payback_horizon_steps: int = 100
     payback_factor: float = 2.0
     mem_threshold_ratio: float = 0.9
     device_memory_bytes: float = 0.0
     pcie_threshold_ratio: float = 0.8
     replan_every_steps: int = 100
+    plan_radius_blocks: int = 4
     migration_bytes_per_param: float = 12.0
     migration_setup_s: float = 0.1
     profile_bytes_per_param: float = 4.0
@@ -123,7 +149,7 @@ class OnlineConfig:
         ints_min = {
             "steps": 1, "num_seeds": 1, "num_stages": 2, "microbatches": 1, "roll_window": 4,
             "cooldown_steps": 1, "rollback_patience": 1, "payback_horizon_steps": 1,
-            "replan_every_steps": 1, "seed": 0,
+            "replan_every_steps": 1, "seed": 0, "plan_radius_blocks": 1,
         }
         for name, lo in ints_min.items():
             v = getattr(self, name)
@@ -135,7 +161,7 @@ class OnlineConfig:
             "drift_strength": (0.0, 1.0, False, True), "straggler_factor": (0.0, np.inf, True, True),
             "straggler_start_frac": (0.0, 1.0, False, False),
             "straggler_duration_frac": (0.0, 1.0, False, False),
-            "improve_epsilon": (0.0, 1.0, False, True), "laggard_z": (0.0, np.inf, False, True),
+            "improve_epsilon": (0.0, 1.0, False, True), "significance_z": (0.0, np.inf, False, True),
             "payback_factor": (0.0, np.inf, False, True), "mem_threshold_ratio": (0.0, np.inf, True, True),
             "device_memory_bytes": (0.0, np.inf, False, True),
             "pcie_threshold_ratio": (0.0, np.inf, True, True),
@@ -160,6 +186,11 @@ class OnlineConfig:
             raise ValueError(
                 f"num_stages ({self.num_stages}) must be a multiple of {v} for schedule {self.schedule!r}"
             )
+        try:  # the schedule's own constraints on stages and microbatches, with its message
+            build_order(self.schedule, self.num_stages, self.microbatches, v)
+        except ValueError as exc:
+            raise ValueError(f"schedule {self.schedule!r} cannot run {self.num_stages} stages with "
+                             f"{self.microbatches} microbatches: {exc}") from None
         if isinstance(self.scenarios, str) or not self.scenarios:
             raise ValueError(f"scenarios must be a non-empty sequence of {SCENARIOS}, got {self.scenarios!r}")
         bad = [s for s in self.scenarios if s not in SCENARIOS]
@@ -279,6 +310,26 @@ class PipelineModel:
                 for r in range(f_rows.shape[0])
             ])
         return compiled.time(self._cost_vectors(parts, f_rows, b_rows, w_rows))[0]
+
+    def makespans_of_cuts(self, cuts: np.ndarray, f_s: np.ndarray, b_s: np.ndarray,
+                          w_s: np.ndarray | None) -> np.ndarray:
+        """Step seconds of many partitions (rows of stage start blocks, (C, p-1)) for one cost set."""
+        cuts = np.asarray(cuts, dtype=np.intp).reshape(-1, self.cfg.num_stages - 1)
+        compiled = self._compiled()
+        if compiled is None:
+            return np.array([self.predict_s(parts_from_cuts(c, self.num_blocks), f_s, b_s, w_s) for c in cuts])
+        n = self.num_blocks
+        bounds = np.concatenate((np.zeros((len(cuts), 1), np.intp), cuts, np.full((len(cuts), 1), n)), axis=1)
+
+        def stage(x: np.ndarray) -> np.ndarray:
+            pre = np.concatenate(([0.0], np.cumsum(x)))
+            return pre[bounds[:, 1:]] - pre[bounds[:, :-1]]
+
+        f, b = stage(f_s), stage(b_s)
+        w = np.zeros_like(b) if (w_s is None or not self.uses_w) else np.minimum(stage(w_s), b)
+        comm = self.act_bytes[cuts - 1] / (self.cfg.bandwidth_GBps * 1e9)
+        cv = np.concatenate((f, b, np.maximum(b - w, 0.0), w, comm, np.zeros((len(cuts), 1))), axis=1)
+        return compiled.time(cv)[0]
 
     def predict_s(self, parts: Sequence[tuple[int, int]], f_s: np.ndarray, b_s: np.ndarray,
                   w_s: np.ndarray | None) -> float:
@@ -419,52 +470,47 @@ class BlockEstimator:
     """Per-block cost estimates from per-stage measurements over a rolling window.
 
     Each observed stage total (seconds per microbatch) is split over the
-    stage's blocks in proportion to a basis: initially the profile's block
-    costs, afterwards the window mean of the estimates themselves. Within a
-    stage that never changes, this is exactly "scale the profile's block
-    shares"; a block that moved keeps the cost learned on its previous stage.
+    stage's blocks in proportion to the profile's block costs ("scale the
+    profile's block shares within each stage"). Each step's estimate depends
+    only on that step's measurement, so a slowdown that ends is forgotten as
+    soon as it leaves the window; the price is that blocks sharing a stage
+    share one multiplier.
     """
 
     def __init__(self, forward_s: np.ndarray, backward_s: np.ndarray, weight_s: np.ndarray | None,
                  window: int) -> None:
-        self._basis = [np.asarray(x, dtype=np.float64).copy() for x in (forward_s, backward_s, weight_s)
-                       if x is not None]
-        self._has_w = weight_s is not None
-        self._window = window
+        self._base = np.stack([np.asarray(x, dtype=np.float64) for x in (forward_s, backward_s, weight_s)
+                               if x is not None])  # (kinds, n)
         self._hist: deque[np.ndarray] = deque(maxlen=window)  # each (kinds, n)
 
     def __len__(self) -> int:
         return len(self._hist)
 
     def observe(self, parts: Sequence[tuple[int, int]], stage_times: Sequence[np.ndarray]) -> None:
-        """Add one step's per-stage seconds (forward, backward[, weight]) for partition ``parts``."""
-        if len(stage_times) != len(self._basis):
-            raise ValueError(f"expected {len(self._basis)} per-stage arrays, got {len(stage_times)}")
-        n = len(self._basis[0])
+        """Add one step's per-stage seconds (forward, backward[, weight]) measured under ``parts``."""
+        kinds, n = self._base.shape
+        if len(stage_times) != kinds:
+            raise ValueError(f"expected {kinds} per-stage arrays, got {len(stage_times)}")
+        stage = np.asarray(stage_times, dtype=np.float64)
+        if stage.shape != (kinds, len(parts)) or not np.all(np.isfinite(stage)) or np.any(stage < 0):
+            raise ValueError(f"per-stage times must be {len(parts)} finite non-negative seconds each, "
+                             f"got shape {stage.shape}")
         owner = np.empty(n, dtype=np.intp)
-        counts = np.empty(len(parts), dtype=np.float64)
+        starts = np.empty(len(parts), dtype=np.intp)
         for k, (s, e) in enumerate(parts):
             owner[s:e] = k
-            counts[k] = e - s
-        rows = []
-        for basis, stage in zip(self._basis, stage_times, strict=True):
-            stage = np.asarray(stage, dtype=np.float64)
-            if stage.shape != (len(parts),):
-                raise ValueError(f"per-stage times must have {len(parts)} entries, got {stage.shape}")
-            tot = np.bincount(owner, basis, len(parts))
-            share = np.where(tot[owner] > 0, basis / np.where(tot[owner] > 0, tot[owner], 1.0),
-                             1.0 / counts[owner])
-            rows.append(stage[owner] * share)
-        self._hist.append(np.stack(rows))
-        mean = np.mean(self._hist, axis=0)
-        self._basis = list(mean)
+            starts[k] = s
+        counts = np.diff(np.append(starts, n))
+        tot = np.add.reduceat(self._base, starts, axis=1)[:, owner]  # stage total of the profile, per block
+        share = np.where(tot > 0, self._base / np.where(tot > 0, tot, 1.0), 1.0 / counts[owner])
+        self._hist.append(stage[:, owner] * share)
 
     def history(self, last: int | None = None) -> np.ndarray:
         """Estimates of the last ``last`` steps (all in the window if None): (steps, kinds, n)."""
         h = list(self._hist)
         if last is not None:
             h = h[-last:] if last > 0 else []
-        return np.stack(h) if h else np.empty((0, len(self._basis), len(self._basis[0])))
+        return np.stack(h) if h else np.empty((0, *self._base.shape))
 
 
 @dataclass(frozen=True)
@@ -491,175 +537,229 @@ class OnlineController:
     Call :meth:`decide` before step ``t`` (it sees observations of steps < t
     only) and :meth:`observe` after it with the per-stage seconds per
     microbatch a trainer measures. ``capacity_bytes`` is the device memory.
+    ``pauses`` counts decisions where a paying move was blocked, per guard;
+    ``events`` lists ``(step, kind, note)`` for moves, rollbacks, kept moves
+    and pauses.
     """
 
     def __init__(self, model: PipelineModel, parts: Sequence[tuple[int, int]], capacity_bytes: float) -> None:
         self.model = model
         self.cfg = model.cfg
-        self.parts = tuple(tuple(p) for p in parts)
+        self.parts = tuple((int(s), int(e)) for s, e in parts)
         self.capacity_bytes = float(capacity_bytes)
-        self.estimator = BlockEstimator(model.forward_s, model.backward_s,
-                                        model.weight_s if model.uses_w else None, self.cfg.roll_window)
+        self.estimator = BlockEstimator(model.forward_s, model.backward_s, model.base_weight_s, self.cfg.roll_window)
         self._trial: _Trial | None = None
-        self._last_change_step = -10**9
+        self._path: list[tuple[tuple[int, int], ...]] = []  # remaining micro-moves of an accepted plan
+        self._path_origin: tuple[tuple[int, int], ...] | None = None
+        self._last_change_step = -(10**9)
         self._before_last_change: tuple[tuple[int, int], ...] | None = None
-        self._observed_step_s: deque[float] = deque(maxlen=self.cfg.roll_window)
         self._next_check_step = 0
-        self.events: list[tuple[int, str, str]] = []  # (step, kind, note)
+        self.events: list[tuple[int, str, str]] = []
         self.pauses: dict[str, int] = {"memory": 0, "link": 0}
 
     # -- measurements -------------------------------------------------------
     def observe(self, stage_forward_s: np.ndarray, stage_backward_s: np.ndarray,
-                stage_weight_s: np.ndarray | None = None, step_s: float | None = None) -> None:
-        """Record one finished step: per-stage seconds per microbatch, and the step's wall seconds."""
+                stage_weight_s: np.ndarray | None = None) -> None:
+        """Record one finished step: per-stage forward/backward(/weight) seconds per microbatch."""
         times = [stage_forward_s, stage_backward_s]
         if self.model.uses_w:
             if stage_weight_s is None:
                 raise ValueError(f"schedule {self.cfg.schedule!r} needs stage_weight_s")
             times.append(stage_weight_s)
         self.estimator.observe(self.parts, times)
-        if step_s is not None:
-            self._observed_step_s.append(float(step_s))
 
     # -- model predictions --------------------------------------------------
-    def _predict(self, parts: Sequence[tuple[int, int]], est: np.ndarray) -> SimResult:
-        w = est[2] if self.model.uses_w else None
-        return self.model.simulate_blocks(parts, est[0], est[1], w)
+    def _per_step(self, parts: Sequence[tuple[int, int]], hist: np.ndarray) -> np.ndarray:
+        """Predicted step seconds of ``parts`` for every step's per-block estimates in ``hist``."""
+        w = hist[:, 2] if self.model.uses_w else None
+        return self.model.makespans(parts, hist[:, 0], hist[:, 1], w)
 
-    def laggard(self) -> int | None:
-        """The persistently slowest stage of the current partition, or None.
+    def laggards(self) -> tuple[int, ...]:
+        """The persistently slowest stages of the current partition (empty if none).
 
         Over the window, stage loads (forward + backward per microbatch) are
         predicted for the CURRENT partition from the per-block estimates. The
-        stage with the largest mean load is the laggard when it is the slowest
-        in at least half of the steps and its lead over the runner-up is
-        ``laggard_z`` standard errors or more (paired test over the steps).
+        slow set holds the slowest stage and every stage that is not
+        significantly faster than it (paired over the steps, fewer than
+        ``significance_z`` standard errors); it lags when its fastest member is
+        significantly slower (``significance_z`` standard errors or more) than
+        every stage outside it. A single laggard is a slow set of one; a
+        balanced pipeline under pure jitter has every stage in the slow set and
+        no laggard.
         """
         hist = self.estimator.history()
         if len(hist) < self.cfg.roll_window:
-            return None
+            return ()
         loads = self.model.stage_sums(self.parts, hist[:, 0] + hist[:, 1])  # (steps, p)
-        mean = loads.mean(axis=0)
-        order = np.argsort(-mean, kind="stable")
-        lag, runner = int(order[0]), int(order[1])
-        if np.mean(np.argmax(loads, axis=1) == lag) < 0.5:
-            return None
-        diff = loads[:, lag] - loads[:, runner]
-        sd = float(diff.std(ddof=1))
-        se = sd / np.sqrt(len(diff))
-        effect = np.inf if se <= 1e-12 * max(float(mean[lag]), 1e-300) else float(diff.mean()) / se
-        return lag if effect >= self.cfg.laggard_z else None
+        z = self.cfg.significance_z
+        top = int(np.argmax(loads.mean(axis=0)))
+        slow = [s for s in range(loads.shape[1]) if s == top or _z_score(loads[:, top] - loads[:, s]) < z]
+        rest = [s for s in range(loads.shape[1]) if s not in slow]
+        if not rest:
+            return ()
+        lead = min(_z_score(loads[:, a] - loads[:, r]) for a in slow for r in rest)
+        return tuple(slow) if lead >= z else ()
 
-    def candidates(self, lag: int) -> list[tuple[tuple[int, int], ...]]:
-        """Partitions that shift 1 or 2 blocks off stage ``lag`` across one adjacent boundary."""
-        cuts = list(cuts_from_parts(self.parts))
-        s, e = self.parts[lag]
-        out = []
-        for k in (1, 2):
-            if e - s <= k:
-                continue
-            if lag > 0:  # give the first k blocks to the left neighbour
-                c = cuts.copy()
-                c[lag - 1] += k
-                out.append(parts_from_cuts(c, self.model.num_blocks))
-            if lag < len(self.parts) - 1:  # give the last k blocks to the right neighbour
-                c = cuts.copy()
-                c[lag] -= k
-                out.append(parts_from_cuts(c, self.model.num_blocks))
-        return out
+    def candidates(self, lags: Sequence[int]) -> np.ndarray:
+        """Candidate targets as rows of cuts: each cut moved by at most ``plan_radius_blocks`` blocks.
+
+        At least one cut adjacent to a laggard must move (the first micro-move
+        relieves a laggard); the current partition is excluded. Up to 5 stages
+        every cut may move; beyond that only the cuts next to a laggard and
+        their direct neighbours (the box stays small).
+        """
+        cur = np.array(cuts_from_parts(self.parts), dtype=np.intp)
+        k, r = len(cur), self.cfg.plan_radius_blocks
+        adjacent = sorted({c for lag in lags for c in (lag - 1, lag) if 0 <= c < k})
+        movable = list(range(k)) if k <= 4 else sorted(
+            {c for a in adjacent for c in (a - 1, a, a + 1) if 0 <= c < k})
+        grids = np.meshgrid(*[np.arange(-r, r + 1)] * len(movable), indexing="ij")
+        deltas = np.zeros((grids[0].size, k), dtype=np.intp)
+        for j, c in enumerate(movable):
+            deltas[:, c] = grids[j].ravel()
+        cuts = cur + deltas
+        ok = np.all(np.diff(cuts, axis=1) > 0, axis=1) & (cuts[:, 0] >= 1) & (cuts[:, -1] <= self.model.num_blocks - 1)
+        ok &= np.any(deltas[:, adjacent] != 0, axis=1)
+        return cuts[ok]
+
+    def path_to(self, target: Sequence[tuple[int, int]], lags: Sequence[int] = ()) -> list[tuple[tuple[int, int], ...]]:
+        """Micro-moves from the current partition to ``target``: the partition after each one.
+
+        Each micro-move shifts one cut by 1 or 2 blocks (1-2 blocks across one
+        boundary); cuts next to a laggard go first and every intermediate is a
+        valid partition. Returns ``[]`` if no such order exists.
+        """
+        cur = list(cuts_from_parts(self.parts))
+        goal = list(cuts_from_parts(target))
+        adjacent = {c for lag in lags for c in (lag - 1, lag)}
+        path = []
+        while cur != goal:
+            pending = sorted((k for k in range(len(cur)) if cur[k] != goal[k]), key=lambda k: (k not in adjacent, k))
+            for k in pending:
+                trial = cur.copy()
+                d = goal[k] - cur[k]
+                trial[k] += int(np.sign(d)) * min(2, abs(d))
+                if all(a < b for a, b in itertools.pairwise([0, *trial, self.model.num_blocks])):
+                    cur = trial
+                    path.append(parts_from_cuts(cur, self.model.num_blocks))
+                    break
+            else:
+                return []
+        return path
 
     # -- the policy ----------------------------------------------------------
     def decide(self, step: int) -> Decision:
         """Choose the partition for ``step`` from past observations (move, rollback or keep).
 
-        Order: judge a pending move once ``rollback_patience`` steps have been
-        observed; respect the cooldown; find a persistent laggard; keep the
-        candidate moves whose predicted gain is at least ``improve_epsilon`` of
-        the step time on the whole window AND on each half of it, and whose gain
-        over ``payback_horizon_steps`` covers ``payback_factor`` × the migration
-        stall; take the best one that passes the guards, else count a pause.
-        After an evaluation that found nothing, the next one waits
-        ``roll_window // 4`` steps (the window has barely changed).
+        Order: continue an accepted plan (one micro-move per step); judge the
+        plan once ``rollback_patience`` steps were observed after it; respect
+        the cooldown; find persistent laggards; among the targets of
+        :meth:`candidates`, rank by predicted net benefit over the horizon on
+        the window's mean estimates, then take the first whose per-step
+        predicted gain over the window has a mean of at least
+        ``improve_epsilon`` × the step time and at least ``significance_z``
+        standard errors, whose gain over ``payback_horizon_steps`` covers
+        ``payback_factor`` × the stalls of its micro-moves, and which passes
+        the guards; count a pause if guards blocked every paying target. After
+        an evaluation that moved nothing the next one waits ``roll_window // 10``
+        steps (the window has barely changed).
         """
         cfg = self.cfg
+        if self._path:
+            nxt = self._path.pop(0)
+            dec = self._change(step, nxt, "move", "micro-move of an accepted plan")
+            if not self._path:
+                assert self._path_origin is not None
+                self._trial = _Trial(step, self._path_origin, self.parts)
+            return dec
         if self._trial is not None:
             if step - self._trial.step < cfg.rollback_patience:
                 return Decision(self.parts)
             return self._judge(step)
         if step - self._last_change_step < cfg.cooldown_steps or step < self._next_check_step:
             return Decision(self.parts)
-        self._next_check_step = step + max(1, cfg.roll_window // 4)
-        lag = self.laggard()
-        if lag is None:
+        self._next_check_step = step + max(1, cfg.roll_window // 10)
+        lags = self.laggards()
+        if not lags:
             return Decision(self.parts)
         hist = self.estimator.history()
-        full = hist.mean(axis=0)
-        cur = self._predict(self.parts, full).makespan
-        halves = (hist[: len(hist) // 2].mean(axis=0), hist[len(hist) // 2 :].mean(axis=0))
-        cur_halves: list[float] = []
-        paying = []
-        for cand in self.candidates(lag):
-            if self._is_undo(step, cand):
-                continue
-            res = self._predict(cand, full)
-            gain = cur - res.makespan
-            if gain < cfg.improve_epsilon * cur:
-                continue
-            cost = self.model.migration_s(self.parts, cand)
-            if gain * cfg.payback_horizon_steps < cfg.payback_factor * cost:
-                continue
-            if not cur_halves:
-                cur_halves = [self._predict(self.parts, h).makespan for h in halves]
-            if any(c - self._predict(cand, h).makespan < cfg.improve_epsilon * c
-                   for c, h in zip(cur_halves, halves, strict=True)):
-                continue  # the gain is not persistent over the window
-            paying.append((-gain, len(paying), cand, res))
-        if not paying:
+        # select on the even steps, test on the odd ones: picking the best of many candidates on
+        # the same data that tests it would mistake the luckiest noise for a gain
+        pick, test = hist[0::2], hist[1::2]
+        pick_mean = pick.mean(axis=0)
+        w_pick = pick_mean[2] if self.model.uses_w else None
+        cand_cuts = self.candidates(lags)
+        if len(cand_cuts) == 0:
             return Decision(self.parts)
-        paying.sort(key=lambda t: (t[0], t[1]))
+        mean_mk = self.model.makespans_of_cuts(cand_cuts, pick_mean[0], pick_mean[1], w_pick)
+        cur_pick = self.model.predict_s(self.parts, pick_mean[0], pick_mean[1], w_pick)
+        ranked = []
+        for c, mk in zip(cand_cuts, mean_mk, strict=True):
+            gain = cur_pick - float(mk)
+            if gain < cfg.improve_epsilon * cur_pick:
+                continue
+            target = parts_from_cuts(c, self.model.num_blocks)
+            path = self.path_to(target, lags)
+            if not path or self._is_undo(step, path[0]):
+                continue  # the first micro-move would undo the previous change
+            stalls = sum(self.model.migration_s(a, b) for a, b in itertools.pairwise([self.parts, *path]))
+            net = gain * cfg.payback_horizon_steps - cfg.payback_factor * stalls
+            if net >= 0:
+                ranked.append((-net, tuple(c), target, path, stalls))
+        ranked.sort(key=lambda r: (r[0], r[1]))
+        cur = self._per_step(self.parts, test)
+        cur_s = float(cur.mean())
         blocked: set[str] = set()
-        step_s = float(np.mean(self._observed_step_s)) if self._observed_step_s else cur
-        if self.model.link_utilisation(self.parts, step_s) > cfg.pcie_threshold_ratio:
-            blocked.add("link")
-        else:
-            for neg_gain, _, cand, res in paying:
-                if self.model.link_utilisation(cand, res.makespan) > cfg.pcie_threshold_ratio:
-                    blocked.add("link")
-                    continue
-                if not self._memory_ok(cand, res):
-                    blocked.add("memory")
-                    continue
-                return self._change(step, cand, "move", f"laggard {lag}, predicted gain {-neg_gain:.3g} s/step")
+        found_paying = False
+        for _, _, target, path, stalls in ranked:
+            gains = cur - self._per_step(target, test)
+            gain = float(gains.mean())
+            if (gain < cfg.improve_epsilon * cur_s or _z_score(gains) < cfg.significance_z
+                    or gain * cfg.payback_horizon_steps < cfg.payback_factor * stalls):
+                break  # only the best-ranked target not blocked by a guard is tested
+            found_paying = True
+            if self.model.link_utilisation(self.parts, cur_s) > cfg.pcie_threshold_ratio or any(
+                    self.model.link_utilisation(q, cur_s - gain) > cfg.pcie_threshold_ratio for q in path):
+                blocked.add("link")
+                continue
+            if not all(self.memory_ok(a, b) for a, b in itertools.pairwise([self.parts, *path])):
+                blocked.add("memory")
+                continue
+            self._path_origin = self.parts
+            self._path = list(path)
+            note = f"laggards {lags}: plan to {cuts_from_parts(target)}, predicted gain {gain:.4g} s/step"
+            self.events.append((step, "plan", note))
+            return self.decide(step)
+        if not found_paying or not blocked:
+            return Decision(self.parts)
         reason = "memory" if blocked == {"memory"} else "link"
         self.pauses[reason] += 1
         self.events.append((step, "pause", reason))
-        return Decision(self.parts, pause=reason, note=f"paying move blocked by {reason} guard")
+        return Decision(self.parts, pause=reason, note=f"paying move blocked by the {reason} guard")
 
-    def _memory_ok(self, cand: Sequence[tuple[int, int]], res: SimResult) -> bool:
-        """The receiving device(s) stay under ``capacity × mem_threshold_ratio``."""
-        mem = self.model.device_memory_bytes(cand, res.peak_inflight)
-        old_owner = self.model.block_owner(self.parts)
-        new_owner = self.model.block_owner(cand)
-        dev = self.model.stage_device()
-        receivers = np.unique(dev[new_owner[old_owner != new_owner]])
+    def memory_ok(self, old: Sequence[tuple[int, int]], new: Sequence[tuple[int, int]]) -> bool:
+        """Whether every device that receives blocks going from ``old`` to ``new`` stays under capacity × threshold."""
+        mem = self.model.device_memory_bytes(new)
+        moved = self.model.block_owner(old) != self.model.block_owner(new)
+        receivers = np.unique(self.model.stage_device()[self.model.block_owner(new)[moved]])
         return bool(np.all(mem[receivers] <= self.capacity_bytes * self.cfg.mem_threshold_ratio))
 
-    def _is_undo(self, step: int, cand: Sequence[tuple[int, int]]) -> bool:
-        return (self._before_last_change is not None and tuple(cand) == self._before_last_change
+    def _is_undo(self, step: int, first: Sequence[tuple[int, int]]) -> bool:
+        """Whether moving to ``first`` restores the partition from before the last change, too soon."""
+        return (self._before_last_change is not None and tuple(first) == self._before_last_change
                 and step - self._last_change_step < 3 * self.cfg.cooldown_steps)
 
     def _judge(self, step: int) -> Decision:
+        """Keep the plan if the old partition would have been slower on the post-plan steps."""
         trial = self._trial
         assert trial is not None
         self._trial = None
         post = self.estimator.history(last=step - trial.step)
-        est = post.mean(axis=0)
-        new_s = self._predict(trial.new, est).makespan
-        old_s = self._predict(trial.old, est).makespan  # counterfactual: what the old split would do now
-        if old_s - new_s > 0:
-            self.events.append((step, "kept", f"counterfactual gain {old_s - new_s:.3g} s/step"))
+        gain = float(np.mean(self._per_step(trial.old, post) - self._per_step(trial.new, post)))
+        if gain > 0:
+            self.events.append((step, "kept", f"counterfactual gain {gain:.4g} s/step"))
             return Decision(self.parts, note="move kept")
-        return self._change(step, trial.old, "rollback", f"counterfactual gain {old_s - new_s:.3g} s/step <= 0")
+        return self._change(step, trial.old, "rollback", f"counterfactual gain {gain:.4g} s/step <= 0")
 
     def _change(self, step: int, new: tuple[tuple[int, int], ...], kind: str, note: str) -> Decision:
         old = self.parts
@@ -667,6 +767,18 @@ class OnlineController:
         self._before_last_change = old
         self._last_change_step = step
         self.parts = tuple(new)
-        self._trial = _Trial(step, old, self.parts) if kind == "move" else None
         self.events.append((step, kind, note))
         return Decision(self.parts, stall_s=stall, kind=kind, note=note)
+
+
+def _z_score(x: np.ndarray) -> float:
+    """Mean over its standard error (inf for a positive constant, 0 for fewer than 2 values)."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.size < 2:
+        return 0.0
+    mean = float(x.mean())
+    se = float(x.std(ddof=1)) / np.sqrt(x.size)
+    scale = float(np.abs(x).max())
+    if se <= 1e-12 * scale or scale == 0.0:
+        return np.inf if mean > 0 else (0.0 if mean == 0 else -np.inf)
+    return mean / se

@@ -19,8 +19,9 @@ every policy's partition is simulated on them. Policies:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -53,6 +54,9 @@ __all__ = [
     "Goal",
     "check_goals",
     "summary_text",
+    "CSV_HEADER",
+    "csv_rows",
+    "write_figures",
 ]
 
 POLICIES: tuple[str, ...] = ("static", "online", "periodic", "regime_oracle", "hindsight_oracle")
@@ -133,8 +137,7 @@ def static_capacity_bytes(model: PipelineModel, static_parts: Parts) -> float:
     """Device memory in bytes: ``cfg.device_memory_bytes``, or if 0, 1.5 × the static plan's largest device."""
     if model.cfg.device_memory_bytes > 0:
         return float(model.cfg.device_memory_bytes)
-    res = model.simulate_blocks(static_parts, model.forward_s, model.backward_s, model.weight_s)
-    return 1.5 * float(model.device_memory_bytes(static_parts, res.peak_inflight).max())
+    return 1.5 * float(model.device_memory_bytes(static_parts).max())
 
 
 @dataclass(frozen=True)
@@ -172,99 +175,108 @@ class ScenarioRun:
     traces: dict[str, PolicyTrace]
 
 
-class _Recorder:
-    def __init__(self, name: str, steps: int) -> None:
-        self.name = name
-        self.makespan = np.zeros(steps)
-        self.stall = np.zeros(steps)
-        self.bubble = np.zeros(steps)
-        self.cuts: list[tuple[int, ...]] = []
-        self.moved = np.zeros(steps, dtype=bool)
-        self.rolled = np.zeros(steps, dtype=bool)
-        self.pause: list[str] = []
-
-    def trace(self) -> PolicyTrace:
-        return PolicyTrace(self.name, self.makespan, self.stall, self.bubble, tuple(self.cuts),
-                           self.moved, self.rolled, tuple(self.pause))
-
-
 def run_scenario(model: PipelineModel, scenario: str, seed: int, *,
                  static_parts: Parts | None = None, capacity_bytes: float | None = None) -> ScenarioRun:
     """Run every policy in :data:`POLICIES` on one scenario's shared series for ``cfg.steps`` steps.
 
     Before step t each policy picks its partition (the online and periodic
     policies from per-stage measurements of steps < t only; the oracles from
-    the series they are allowed to know); then step t is simulated for every
-    policy with the same true per-block seconds, and the measured per-stage
-    seconds per microbatch are fed back. Deterministic for a given seed.
+    the series they are allowed to know); all policies then run step t on the
+    same true per-block seconds and the online/periodic ones are fed the
+    per-stage seconds per microbatch they would measure. The hindsight oracle
+    takes, per step, the fastest of a DP on that step's true costs and every
+    other policy's partition (free moves: an upper bound). Deterministic for a
+    given seed.
     """
     cfg = model.cfg
     n, steps = model.num_blocks, cfg.steps
-    base_w = model.weight_s if model.uses_w else None
+    base_w = model.base_weight_s
     if static_parts is None:
         static_parts = plan_partition(model, model.forward_s, model.backward_s, base_w)
     if capacity_bytes is None:
         capacity_bytes = static_capacity_bytes(model, static_parts)
     regime, jitter = scenario_series(scenario, n, static_parts, cfg, seed)
+    mult = regime * jitter
+    f_all, b_all = model.forward_s * mult, model.backward_s * mult
+    w_all = base_w * mult if base_w is not None else None
+
     online = OnlineController(model, static_parts, capacity_bytes)
     periodic = _Periodic(model, static_parts)
+    live = [p for p in POLICIES if p != "hindsight_oracle"]
+    decisions: dict[str, list[Decision]] = {p: [] for p in live}
+    dp_parts: list[Parts] = []
     regime_at, regime_parts = None, static_parts
-    rec = {p: _Recorder(p, steps) for p in POLICIES}
-    prev = {p: static_parts for p in POLICIES}
     for t in range(steps):
-        mult = regime[t] * jitter[t]
-        f_t, b_t = model.forward_s * mult, model.backward_s * mult
-        w_t = base_w * mult if base_w is not None else None
+        f_t, b_t = f_all[t], b_all[t]
+        w_t = None if w_all is None else w_all[t]
         if regime_at is None or np.max(np.abs(regime[t] / regime_at - 1.0)) > REGIME_REPLAN_REL:
             regime_at = regime[t]
-            rw = base_w * regime_at if base_w is not None else None
+            rw = None if base_w is None else base_w * regime_at
             regime_parts = plan_partition(model, model.forward_s * regime_at, model.backward_s * regime_at, rw)
-        decisions = {
-            "static": Decision(static_parts),
-            "online": online.decide(t),
-            "periodic": periodic.decide(t),
-            "regime_oracle": Decision(regime_parts),
-        }
-        sims = {}
-        for dec in decisions.values():
-            if dec.parts not in sims:
-                sims[dec.parts] = model.simulate_blocks(dec.parts, f_t, b_t, w_t)
-        # hindsight: the fastest, on this step's true costs, of a DP on them and every policy's split
-        dp_t = plan_partition(model, f_t, b_t, w_t, planner="dp_min_max")
-        if dp_t not in sims:
-            sims[dp_t] = model.simulate_blocks(dp_t, f_t, b_t, w_t)
-        best = min(sims, key=lambda q: sims[q].makespan)
-        decisions["hindsight_oracle"] = Decision(best)
-        for name, dec in decisions.items():
-            parts = dec.parts
-            res = sims[parts]
-            r = rec[name]
-            r.makespan[t] = res.makespan
-            r.bubble[t] = res.bubble_fraction
-            r.stall[t] = dec.stall_s
-            r.cuts.append(cuts_from_parts(parts))
-            r.rolled[t] = dec.kind == "rollback"
-            r.moved[t] = parts != prev[name] and dec.kind != "rollback"
-            r.pause.append(dec.pause or "")
-            prev[name] = parts
+        decisions["static"].append(Decision(static_parts))
+        decisions["online"].append(online.decide(t))
+        decisions["periodic"].append(periodic.decide(t))
+        decisions["regime_oracle"].append(Decision(regime_parts))
+        dp_parts.append(plan_partition(model, f_t, b_t, w_t, planner="dp_min_max"))
         for ctrl, name in ((online, "online"), (periodic, "periodic")):
-            parts = decisions[name].parts
-            stage = [model.stage_sums(parts, x) for x in (f_t, b_t, w_t) if x is not None]
-            ctrl.observe(*stage, step_s=rec[name].makespan[t])
-    return ScenarioRun(scenario, seed, static_parts, float(capacity_bytes),
-                       {p: rec[p].trace() for p in POLICIES})
+            parts = decisions[name][t].parts
+            ctrl.observe(*[model.stage_sums(parts, x) for x in (f_t, b_t, w_t) if x is not None])
+
+    # time every (step, partition) pair, batched per distinct partition
+    timed: dict[Parts, np.ndarray] = {}  # partition -> makespan per step (nan where not needed)
+
+    def need(parts: Parts, rows: np.ndarray) -> None:
+        arr = timed.setdefault(parts, np.full(steps, np.nan))
+        rows = rows[np.isnan(arr[rows])]
+        if rows.size:
+            arr[rows] = model.makespans(parts, f_all[rows], b_all[rows], None if w_all is None else w_all[rows])
+
+    per_step_parts = {p: [d.parts for d in decisions[p]] for p in live}
+    per_step_parts["dp"] = dp_parts
+    for plist in per_step_parts.values():
+        groups: dict[Parts, list[int]] = {}
+        for t, parts in enumerate(plist):
+            groups.setdefault(parts, []).append(t)
+        for parts, rows in groups.items():
+            need(parts, np.asarray(rows))
+    idx = np.arange(steps)
+    traces = {}
+    for p in live:
+        ds = decisions[p]
+        makespan = np.array([timed[d.parts][t] for t, d in enumerate(ds)])
+        cuts = tuple(cuts_from_parts(d.parts) for d in ds)
+        prev = [cuts_from_parts(static_parts), *cuts[:-1]]
+        traces[p] = PolicyTrace(
+            p, makespan, np.array([d.stall_s for d in ds]), model.bubble_fractions(makespan, f_all, b_all), cuts,
+            np.array([c != q and d.kind != "rollback" for c, q, d in zip(cuts, prev, ds, strict=True)]),
+            np.array([d.kind == "rollback" for d in ds]), tuple(d.pause or "" for d in ds),
+        )
+    # hindsight oracle: per step the fastest of the DP on true costs and every policy's partition
+    cands = [per_step_parts[p] for p in (*live, "dp")]
+    mk = np.stack([[timed[c[t]][t] for t in idx] for c in cands])  # (candidates, steps)
+    best = np.argmin(mk, axis=0)
+    h_parts = [cands[best[t]][t] for t in idx]
+    h_cuts = tuple(cuts_from_parts(q) for q in h_parts)
+    h_prev = [cuts_from_parts(static_parts), *h_cuts[:-1]]
+    h_mk = mk[best, idx]
+    traces["hindsight_oracle"] = PolicyTrace(
+        "hindsight_oracle", h_mk, np.zeros(steps), model.bubble_fractions(h_mk, f_all, b_all), h_cuts,
+        np.array([c != q for c, q in zip(h_cuts, h_prev, strict=True)]), np.zeros(steps, dtype=bool),
+        ("",) * steps,
+    )
+    return ScenarioRun(scenario, seed, static_parts, float(capacity_bytes), {p: traces[p] for p in POLICIES})
 
 
 class _Periodic:
-    """Full DP re-plan every ``replan_every_steps`` steps on the window's per-block estimates."""
+    """Full re-plan (``cfg.planner``) every ``replan_every_steps`` steps on the window's per-block estimates."""
 
     def __init__(self, model: PipelineModel, parts: Parts) -> None:
         self.model = model
         self.parts = parts
-        self.estimator = BlockEstimator(model.forward_s, model.backward_s,
-                                        model.weight_s if model.uses_w else None, model.cfg.roll_window)
+        self.estimator = BlockEstimator(model.forward_s, model.backward_s, model.base_weight_s,
+                                        model.cfg.roll_window)
 
-    def observe(self, *stage: np.ndarray, step_s: float | None = None) -> None:
+    def observe(self, *stage: np.ndarray) -> None:
         self.estimator.observe(self.parts, list(stage))
 
     def decide(self, step: int) -> Decision:
@@ -429,7 +441,7 @@ def summary_text(summary: dict, cfg: OnlineConfig, *, model_note: str = "") -> s
         f"drift strength {cfg.drift_strength:g}, straggler x{cfg.straggler_factor:g} for "
         f"{100 * cfg.straggler_duration_frac:g}% of the steps",
         f"controller: window {cfg.roll_window}, cooldown {cfg.cooldown_steps}, patience {cfg.rollback_patience}, "
-        f"epsilon {100 * cfg.improve_epsilon:g}%, laggard z {cfg.laggard_z:g}, payback {cfg.payback_factor:g}x "
+        f"epsilon {100 * cfg.improve_epsilon:g}%, significance z {cfg.significance_z:g}, payback {cfg.payback_factor:g}x "
         f"over {cfg.payback_horizon_steps} steps; migration {cfg.migration_bytes_per_param:g} B/param "
         f"(fp32 Adam: weights + 2 moments) + {cfg.migration_setup_s:g} s setup; "
         f"periodic re-plan every {cfg.replan_every_steps} steps",
@@ -465,3 +477,78 @@ def summary_text(summary: dict, cfg: OnlineConfig, *, model_note: str = "") -> s
     for g in check_goals(summary):
         lines.append(f"[{'MET' if g.passed else 'NOT MET'}] {g.name}: {g.measured}")
     return "\n".join(lines) + "\n"
+
+
+CSV_HEADER: tuple[str, ...] = (
+    "scenario", "seed", "step", "policy", "step_time_s", "makespan_s", "stall_s", "bubble_fraction",
+    "partition_cuts", "move", "rollback", "guard_pause", "moves_so_far", "rollbacks_so_far",
+)
+
+
+def csv_rows(runs: Sequence[ScenarioRun]) -> Iterator[tuple]:
+    """Rows of ``online_vs_static.csv`` (see :data:`CSV_HEADER`), by scenario, seed, step, policy.
+
+    ``partition_cuts`` lists the first block of stages 1..p-1 joined by ``|``;
+    ``move``/``rollback`` are 1 on the step whose partition changed by a move
+    (a micro-move, a re-plan or an oracle change) or a rollback; ``stall_s`` is
+    the migration stall paid on that step (included in ``step_time_s``).
+    """
+    for run in runs:
+        moves = {p: np.cumsum(run.traces[p].moved) for p in POLICIES}
+        rolls = {p: np.cumsum(run.traces[p].rolled_back) for p in POLICIES}
+        for t in range(len(run.traces["static"].makespan_s)):
+            for p in POLICIES:
+                tr = run.traces[p]
+                yield (run.scenario, run.seed, t, p, float(tr.makespan_s[t] + tr.stall_s[t]),
+                       float(tr.makespan_s[t]), float(tr.stall_s[t]), float(tr.bubble_fraction[t]),
+                       "|".join(str(c) for c in tr.cuts[t]), int(tr.moved[t]), int(tr.rolled_back[t]),
+                       tr.pause[t], int(moves[p][t]), int(rolls[p][t]))
+
+
+def _rolling_mean(x: np.ndarray, window: int) -> np.ndarray:
+    """Trailing mean over up to ``window`` values (shorter at the start)."""
+    c = np.cumsum(np.concatenate(([0.0], x)))
+    idx = np.arange(1, len(x) + 1)
+    lo = np.maximum(idx - window, 0)
+    return (c[idx] - c[lo]) / (idx - lo)
+
+
+def write_figures(runs: Sequence[ScenarioRun], cfg: OnlineConfig, out_dir: str | Path,
+                  plot_scenario: str) -> list[str]:
+    """The three figures for the first seed of every scenario; ``plot_scenario``'s get the plain names.
+
+    ``makespan_timeseries.png``: step time (makespan + stall) per step of static,
+    online and the regime oracle; ``bubble_timeseries.png``: their bubble fraction
+    per step; ``makespan_rolling.png``: trailing ``roll_window``-step mean of the
+    step time of every policy with the online moves and rollbacks marked. Other scenarios get ``_<scenario>`` suffixed names.
+    Returns the file names written.
+    """
+    from bubblereduce.plotting import plot_timeseries
+
+    names = []
+    for scenario in cfg.scenarios:
+        run = next((r for r in runs if r.scenario == scenario), None)
+        if run is None:
+            continue
+        suffix = "" if scenario == plot_scenario else f"_{scenario}"
+        steps = np.arange(cfg.steps)
+        tr = run.traces
+        what = f"{scenario}, seed {run.seed}, {cfg.schedule}, {cfg.num_stages} stages, m={cfg.microbatches}"
+        step_ms = {p: 1e3 * tr[p].step_time_s for p in POLICIES}
+        # per-step panels: the oracle drawn first, so that static and online stay visible on top
+        few = ("regime_oracle", "static", "online")
+        on = tr["online"]
+        marks = {"online move": [int(t) for t in np.flatnonzero(on.moved)],
+                 "online rollback": [int(t) for t in np.flatnonzero(on.rolled_back)]}
+        plot_timeseries(steps, {p: step_ms[p] for p in few}, Path(out_dir) / f"makespan_timeseries{suffix}.png",
+                        ylabel="step time incl. migration stall (ms)", title=f"Step time per step ({what})")
+        plot_timeseries(steps, {p: tr[p].bubble_fraction for p in few},
+                        Path(out_dir) / f"bubble_timeseries{suffix}.png", ylabel="bubble fraction",
+                        title=f"Bubble fraction per step ({what})")
+        plot_timeseries(steps, {p: _rolling_mean(step_ms[p], cfg.roll_window) for p in POLICIES},
+                        Path(out_dir) / f"makespan_rolling{suffix}.png",
+                        ylabel=f"step time, {cfg.roll_window}-step mean (ms)",
+                        title=f"Rolling step time ({what})", markers=marks)
+        names += [f"makespan_timeseries{suffix}.png", f"bubble_timeseries{suffix}.png",
+                  f"makespan_rolling{suffix}.png"]
+    return names

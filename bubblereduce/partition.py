@@ -12,12 +12,18 @@ How the exact partitioners work:
   binary searches. A feasible probe snaps the upper bound down to the largest
   stage it formed (a subarray sum); an infeasible one lifts the lower bound to the
   smallest stage extension it saw (below that value the probe cannot change), so
-  the search ends on the exact subarray sum, typically after a few dozen probes.
+  the search ends on the exact subarray sum, typically after 15-25 probes.
 - ``dp_min_max`` / ``dp_slack``: a suffix DP over stages for the minimum total cut
   cost under a bottleneck bound. For stage k starting at block i the feasible ends
-  form a window ``(i, reach_k(i)]`` whose right end is monotone in i, so each
-  stage layer is one vectorised sparse-table range minimum: O(p·n·log w) for
-  windows of w blocks, never O(p·n²).
+  form a window ``(i, reach_k(i)]`` whose ends are monotone in i, so each stage
+  layer is one vectorised sparse-table range minimum. Only starts inside a band
+  (between a forward and a backward furthest-reach greedy) are visited: the band
+  is about ``slack * n`` blocks wide, so the DP costs O(p·(n·slack + n/p)·log w)
+  for windows of w blocks, never O(p·n²).
+- With memory limits that some single block cannot meet at some stage, the
+  reachable stage starts need not form intervals and the greedy probe is not
+  exact; the probe then propagates the reachable set layer by layer (inside the
+  same bands), which is exact for any stage-dependent monotone windows.
 
 Tolerance and ties (no absolute epsilons anywhere, so scaling every cost and comm
 by 1e-4 or 1e4 returns the same partition):
@@ -55,6 +61,8 @@ __all__ = [
     "dp_slack",
     "greedy",
     "min_bottleneck",
+    "min_capacity_bytes",
+    "schedule_aware",
     "stage_costs",
     "uniform",
     "validate_partition",
@@ -62,6 +70,8 @@ __all__ = [
 
 REL_TOL = 1e-9
 """Relative tolerance of every comparison (semantics.md §2: never absolute)."""
+
+_CACHE_ENTRIES = 20_000_000  # cap on cached per-stage memory prefix sums (float64 entries)
 
 Partition = list[tuple[int, int]]
 
@@ -275,13 +285,26 @@ def greedy(costs: Any, comm: Any, num_stages: int, alpha: float = 1.0) -> Partit
     prefix = np.concatenate(([0.0], np.cumsum(c)))
     cuts: list[int] = []
     i = 0
+    def score(ends: np.ndarray, i: int, target: float) -> np.ndarray:
+        return np.abs(prefix[ends] - prefix[i] - target) + a * m[ends - 1]
+
     for k in range(p - 1):
-        last_end = n - (p - k - 1)
-        ends = np.arange(i + 1, last_end + 1)
+        first_end, last_end = i + 1, n - (p - k - 1)
         target = (prefix[n] - prefix[i]) / (p - k)
-        score = np.abs(prefix[ends] - prefix[i] - target) + a * m[ends - 1]
-        best = score.min()
-        j = int(ends[np.flatnonzero(score <= best + REL_TOL * (target + best))[0]])
+        # Only ends whose imbalance alone is below an anchor's full score (the ends
+        # closest to the target, within tolerance) can win: search just those.
+        near = int(np.searchsorted(prefix, prefix[i] + target))
+        anchors = np.clip(np.array([near - 1, near]), first_end, last_end)
+        s0 = float(score(anchors, i, target).min())
+        margin = s0 + REL_TOL * (target + s0)
+        lo_end = int(np.searchsorted(prefix, prefix[i] + target - margin, side="left")) - 1
+        hi_end = int(np.searchsorted(prefix, prefix[i] + target + margin, side="right"))
+        lo_end = max(first_end, min(lo_end, int(anchors.min())))
+        hi_end = min(last_end, max(hi_end, int(anchors.max())))
+        ends = np.arange(lo_end, hi_end + 1)
+        sc = score(ends, i, target)
+        best = sc.min()
+        j = int(ends[np.flatnonzero(sc <= best + REL_TOL * (target + best))[0]])
         cuts.append(j)
         i = j
     return _ranges_from_cuts(cuts, n)
@@ -293,9 +316,11 @@ def greedy(costs: Any, comm: Any, num_stages: int, alpha: float = 1.0) -> Partit
 class _Instance:
     """Prefix sums and per-stage window reaches for one (costs, p, memory) problem.
 
-    ``reach(k, i, bound)`` is the largest j with ``[i, j)`` fitting stage k: cost
-    ``P[j] <= P[i] + bound`` and memory ``Q_k[j] <= Q_k[i] + capacity``. Both are
-    monotone windows, so reaches are non-decreasing in i.
+    The reach of stage k from start i is the largest j with ``[i, j)`` fitting:
+    cost ``P[j] <= P[i] + bound`` and memory ``Q_k[j] <= Q_k[i] + capacity``
+    (``Q_k = P_persistent + inflight[k] * P_activation``). Every probe, band and
+    DP window uses exactly these two float comparisons, so they agree with each
+    other. Both are monotone windows: reaches are non-decreasing in i.
     """
 
     def __init__(self, costs: np.ndarray, p: int, memory: StageMemory | None) -> None:
@@ -323,26 +348,43 @@ class _Instance:
             self.act_list: list[float] = self.act_prefix.tolist()
             self.inflight: list[float] = memory.inflight.tolist()
             self.capacity = memory.capacity_bytes * (1.0 + REL_TOL)
+            self._mem_cache: dict[tuple[int, int], int] = {}
+            self._q_rows: dict[float, np.ndarray] = {}
             # The greedy probe is exact when every single block fits every stage
             # (reachable end sets are then intervals); same formula as the reach.
             self.singles_fit = all(
                 bool(np.all(q[1:] <= q[:-1] + self.capacity))
                 for q in (self.mem_row(f) for f in sorted(set(self.inflight)))
             )
-            self._mem_cache: dict[tuple[int, int], int] = {}
 
     # -- memory reach ------------------------------------------------------- #
     def mem_row(self, factor: float) -> np.ndarray:
-        return self.pers_prefix + factor * self.act_prefix
-
-    def mem_reach_scalar(self, k: int, i: int) -> int:
-        key = (k, i)
-        hit = self._mem_cache.get(key)
+        """Memory prefix sums ``Q = P_pers + factor * P_act`` (bytes), cached per factor."""
+        hit = self._q_rows.get(factor)
         if hit is not None:
             return hit
+        q = self.pers_prefix + factor * self.act_prefix
+        if len(self._q_rows) * (self.n + 1) < _CACHE_ENTRIES:
+            self._q_rows[factor] = q
+        return q
+
+    def mem_reach_starts(self, k: int, starts: np.ndarray,
+                         capacity: float | None = None) -> np.ndarray:
+        """Memory reach of stage k from each start: largest j with Q_k[j] <= Q_k[i] + capacity."""
+        q = self.mem_row(self.inflight[k])
+        cap = self.capacity if capacity is None else capacity
+        return np.searchsorted(q, q[starts] + cap, side="right") - 1
+
+    def mem_reach_scalar(self, k: int, i: int, capacity: float | None = None) -> int:
+        """Largest j with ``Q_k[j] <= Q_k[i] + capacity`` (cached at the set capacity)."""
+        key = (k, i)
+        if capacity is None:
+            hit = self._mem_cache.get(key)
+            if hit is not None:
+                return hit
         f = self.inflight[k]
         pp, pa = self.pers_list, self.act_list
-        limit = (pp[i] + f * pa[i]) + self.capacity
+        limit = (pp[i] + f * pa[i]) + (self.capacity if capacity is None else capacity)
         lo, hi = i, self.n  # largest j in [i, n] with Q[j] <= limit
         while lo < hi:
             mid = (lo + hi + 1) // 2
@@ -350,22 +392,15 @@ class _Instance:
                 lo = mid
             else:
                 hi = mid - 1
-        self._mem_cache[key] = lo
+        if capacity is None:
+            self._mem_cache[key] = lo
         return lo
 
-    def reach_array(self, k: int, starts: np.ndarray, bound: float,
-                    capacity: float | None = None) -> np.ndarray:
-        """Vectorised reach for stage k from each start (``bound=inf``: memory only)."""
+    def cost_reach_all(self, bound: float) -> np.ndarray:
+        """Cost reach from every start 0..n: largest j with P[j] <= P[i] + bound."""
         if math.isinf(bound):
-            r = np.full(starts.size, self.n, dtype=np.int64)
-        else:
-            r = np.searchsorted(self.prefix, self.prefix[starts] + bound, side="right") - 1
-        if self.memory is not None:
-            cap = self.capacity if capacity is None else capacity
-            q = self.mem_row(self.inflight[k])
-            rm = np.searchsorted(q, q[starts] + cap, side="right") - 1
-            r = np.minimum(r, rm)
-        return r
+            return np.full(self.n + 1, self.n, dtype=np.int64)
+        return np.searchsorted(self.prefix, self.prefix + bound, side="right") - 1
 
     # -- feasibility probes ------------------------------------------------- #
     def greedy_probe(self, bound: float) -> tuple[bool, float, float]:
@@ -394,37 +429,71 @@ class _Instance:
         return False, largest, next_bound
 
     def layered_probe(self, bound: float, capacity: float | None = None,
-                      want_cuts: bool = False) -> tuple[bool, list[int]]:
+                      search: str = "cost") -> tuple[bool, float, float]:
         """Exact feasibility for exactly p stages when reach sets need not be intervals.
 
-        Propagates the set of reachable stage ends layer by layer, O(p·n log n).
-        Returns (feasible, stage ends of one feasible partition if ``want_cuts``).
+        Propagates the set of reachable stage starts layer by layer, each layer
+        restricted to its start band (O(band width) per layer). ``search`` names
+        the parameter being minimised ("cost": the bottleneck ``bound``;
+        "memory": ``capacity``). Returns (feasible, that parameter's
+        largest stage value in one feasible partition, smallest value above the
+        probe at which some reachable window or band could grow).
         """
         n, p = self.n, self.p
-        reach_set = np.zeros(n + 1, dtype=bool)
-        reach_set[0] = True
+        cost_reach = self.cost_reach_all(bound)
+        has_mem = self.memory is not None
+        lo, hi, next_value = self.start_bands(bound, capacity, search)
+        if any(lo[k] > hi[k] for k in range(p)):
+            return False, math.inf, next_value
+        lo, hi = [*lo, n], [*hi, n]  # stage p "starts" at n
+        reachable = np.zeros(hi[0] - lo[0] + 1, dtype=bool)
+        reachable[0] = lo[0] == 0
         layers = []
         for k in range(p):
-            layers.append(reach_set)
-            starts = np.flatnonzero(reach_set[: n - (p - k) + 1])
+            layers.append(reachable)
+            starts = np.flatnonzero(reachable) + lo[k]
             if starts.size == 0:
-                return False, []
-            r = self.reach_array(k, starts, bound, capacity)
-            ok = r > starts
-            starts, r = starts[ok], r[ok]
-            diff = np.bincount(starts + 1, minlength=n + 2) - np.bincount(r + 1, minlength=n + 2)
-            reach_set = np.cumsum(diff)[: n + 1] > 0
-        if not reach_set[n]:
-            return False, []
-        if not want_cuts:
-            return True, []
+                return False, math.inf, next_value
+            rc = cost_reach[starts]
+            r = rc
+            if has_mem:
+                rm = self.mem_reach_starts(k, starts, capacity)
+                r = np.minimum(rc, rm)
+            # where could a larger parameter let a window grow?
+            if search == "cost":
+                grow = rc < n if not has_mem else (rc < rm)
+                if grow.any():
+                    g = starts[grow]
+                    next_value = min(next_value, float(
+                        (self.prefix[rc[grow] + 1] - self.prefix[g]).min()))
+            else:
+                grow = (rm < rc) & (rm < n)
+                if grow.any():
+                    q = self.mem_row(self.inflight[k])
+                    g = starts[grow]
+                    next_value = min(next_value, float((q[rm[grow] + 1] - q[g]).min()))
+            # next starts: (i, r] clipped to the next band
+            first = np.maximum(starts + 1, lo[k + 1]) - lo[k + 1]
+            last = np.minimum(r, hi[k + 1]) - lo[k + 1]
+            ok = first <= last
+            width = hi[k + 1] - lo[k + 1] + 1
+            diff = (np.bincount(first[ok], minlength=width + 1)
+                    - np.bincount(last[ok] + 1, minlength=width + 1))
+            reachable = np.cumsum(diff[:width]) > 0
+        if not reachable[0]:
+            return False, math.inf, next_value
+        # walk back through the layers: a reachable start whose window reaches the end
         ends = [n]
-        for k in range(p - 1, 0, -1):  # walk back: a reachable start that reaches ends[-1]
+        for k in range(p - 1, 0, -1):
             j = ends[-1]
-            starts = np.flatnonzero(layers[k][:j])
-            r = self.reach_array(k, starts, bound, capacity)
+            starts = np.flatnonzero(layers[k][: max(0, j - lo[k])]) + lo[k]
+            r = cost_reach[starts]
+            if has_mem:
+                r = np.minimum(r, self.mem_reach_starts(k, starts, capacity))
             ends.append(int(starts[np.flatnonzero(r >= j)[-1]]))
-        return True, ends[::-1]
+        ends.reverse()
+        largest = self._largest_stage(ends) if search == "cost" else self._largest_memory(ends)
+        return True, largest, next_value
 
     def _largest_stage(self, ends: list[int]) -> float:
         edges = [0, *ends]
@@ -444,21 +513,11 @@ class _Instance:
         """Smallest capacity (bytes, no tolerance) for which some partition fits."""
         # every block sits in some stage: at best the one with the fewest in flight
         lo = float(np.diff(self.mem_row(min(self.inflight))).max())
-        hi = max(float(self.mem_row(f)[-1]) for f in self.inflight)
-        if not self.layered_probe(math.inf, lo)[0]:
-            # invariant: infeasible at lo, feasible at hi
-            while True:
-                mid = lo + (hi - lo) / 2
-                if not lo < mid < hi:
-                    break
-                if self.layered_probe(math.inf, mid)[0]:
-                    hi = mid
-                else:
-                    lo = mid
-        else:
-            hi = lo
-        # report the memory of an actual partition (exact, not a bisection float)
-        return self._largest_memory(self.layered_probe(math.inf, hi, want_cuts=True)[1])
+        hi = max(float(self.mem_row(f)[-1]) for f in self.inflight)  # anything fits
+        ok, realized, _ = self.layered_probe(math.inf, hi, search="memory")
+        assert ok, "every partition fits the total memory"
+        return _parametric_min(
+            lambda c: self.layered_probe(math.inf, c, search="memory"), lo, realized)
 
     def raise_capacity(self) -> None:
         assert self.memory is not None
@@ -472,108 +531,125 @@ class _Instance:
 
     # -- bottleneck --------------------------------------------------------- #
     def min_bottleneck(self) -> float:
+        """Exact minimum bottleneck: a parametric search over stage sums."""
         total = self.prefix_list[-1]
         lo = max(float(self.costs.max()), total / self.p)
-        if self.singles_fit:
-            ok, realized, _ = self.greedy_probe(total)
-            if not ok:
-                self.raise_capacity()
-            hi = realized
-            while lo < hi:
-                mid = lo + (hi - lo) / 2
-                if not mid < hi:
-                    mid = lo
-                ok, largest, next_bound = self.greedy_probe(mid)
-                if ok:
-                    realized, hi = largest, min(largest, mid)
-                elif math.isinf(next_bound):
-                    # all stages memory-bound: the probe at `total` would fail too
-                    raise AssertionError("probe infeasible with no cost-bound stage")
-                else:
-                    lo = max(next_bound, math.nextafter(mid, math.inf))
-            return realized
-        # General (memory) path: bisection to adjacent floats, then the exact
-        # largest stage of a partition feasible at the final bound.
-        if not self.layered_probe(total)[0]:
+        probe = self.greedy_probe if self.singles_fit else self.layered_probe
+        ok, realized, _ = probe(total)
+        if not ok:
             self.raise_capacity()
-        hi = total
-        if self.layered_probe(lo)[0]:
-            hi = lo
-        else:
-            while True:
-                mid = lo + (hi - lo) / 2
-                if not lo < mid < hi:
-                    break
-                if self.layered_probe(mid)[0]:
-                    hi = mid
-                else:
-                    lo = mid
-        return self._largest_stage(self.layered_probe(hi, want_cuts=True)[1])
+        return _parametric_min(probe, lo, realized)
+
+    # -- cut-cost DP -------------------------------------------------------- #
+    def cost_start_scalar(self, j: int, bound: float) -> int:
+        """Smallest start i with ``P[j] <= P[i] + bound`` (the reach formula, inverted)."""
+        pl = self.prefix_list
+        lo, hi = 0, j
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if pl[j] <= pl[mid] + bound:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+
+    def mem_start_scalar(self, k: int, j: int, capacity: float | None = None) -> int:
+        """Smallest start i with ``Q_k[j] <= Q_k[i] + capacity`` for stage k."""
+        f, pp, pa = self.inflight[k], self.pers_list, self.act_list
+        cap = self.capacity if capacity is None else capacity
+        qj = pp[j] + f * pa[j]
+        lo, hi = 0, j
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if qj <= (pp[mid] + f * pa[mid]) + cap:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+
+    def start_bands(self, bound: float, capacity: float | None = None,
+                    search: str = "cost") -> tuple[list[int], list[int], float]:
+        """Per stage, a range [lo_k, hi_k] holding every feasible start of stage k.
+
+        hi_k: a furthest-reach greedy from block 0 is ahead of any feasible
+        partition; lo_k: the same greedy run backwards from n is behind it. Both
+        use the reach formula itself, so no feasible start falls outside. Also
+        returns the smallest value of the searched parameter ("cost": ``bound``,
+        "memory": ``capacity``) above the current one at which either greedy changes.
+        """
+        n, p, pl, has_mem = self.n, self.p, self.prefix_list, self.memory is not None
+        pp, pa, infl = (self.pers_list, self.act_list, self.inflight) if has_mem else ([], [], [])
+        hi, i, next_value = [], 0, math.inf
+        for k in range(p):
+            hi.append(min(i, n - (p - k)))
+            jc = bisect.bisect_right(pl, pl[i] + bound, i) - 1 if bound < math.inf else n
+            jm = self.mem_reach_scalar(k, i, capacity) if has_mem else n
+            if search == "cost" and jc < jm:
+                next_value = min(next_value, pl[jc + 1] - pl[i])
+            elif search == "memory" and jm < min(jc, n):
+                f = infl[k]
+                next_value = min(next_value, (pp[jm + 1] + f * pa[jm + 1]) - (pp[i] + f * pa[i]))
+            i = min(jc, jm)
+        lo, j = [0] * p, n
+        for k in range(p - 1, -1, -1):
+            ic = self.cost_start_scalar(j, bound) if bound < math.inf else 0
+            im = self.mem_start_scalar(k, j, capacity) if has_mem else 0
+            if search == "cost" and ic > im:
+                next_value = min(next_value, pl[j] - pl[ic - 1])
+            elif search == "memory" and im > ic:
+                f = infl[k]
+                next_value = min(next_value,
+                                 (pp[j] + f * pa[j]) - (pp[im - 1] + f * pa[im - 1]))
+            i = max(ic, im)
+            lo[k] = max(k, i)
+            j = i
+        return lo, hi, next_value
+
+    def stage_reach(self, k: int, starts: np.ndarray, cost_reach: np.ndarray) -> np.ndarray:
+        """Reach of stage k from each start (cost and memory)."""
+        r = cost_reach[starts]
+        if self.memory is None:
+            return r
+        return np.minimum(r, self.mem_reach_starts(k, starts))
 
     # -- cut-cost DP -------------------------------------------------------- #
     def min_cut(self, comm: np.ndarray, bound: float) -> Partition:
         """Minimum total cut cost with every stage fitting ``bound`` (and memory).
 
-        Suffix DP in band coordinates: stage k starts at i in [k, k + w - 1] with
-        w = n - p + 1; ``best[k][i - k]`` is the least cut cost of covering
-        ``[i, n)`` with stages k..p-1. Then a forward pass picks, stage by stage,
-        the earliest end keeping the total within REL_TOL of the optimum.
+        Suffix DP over the start bands of ``start_bands``: ``best[k][i - lo_k]`` is
+        the least cut cost covering ``[i, n)`` with stages k..p-1, a range minimum
+        over the window of next starts ``[i + 1, reach_k(i)]`` (both ends monotone),
+        answered for all i at once by a sparse table. A forward pass then picks,
+        stage by stage, the earliest cut keeping the total within REL_TOL of the
+        optimum (lexicographically smallest cut list).
         """
         n, p = self.n, self.p
-        w = n - p + 1
-        band = np.arange(w)
-        best = np.empty((p, w), dtype=np.float64)
-        uniform_reach = None
-        if self.memory is None:
-            uniform_reach = self.reach_array(0, np.arange(n + 1), bound)
-        levels_max = max(1, int(w).bit_length())
-        log_table = np.zeros(w + 1, dtype=np.int64)
-        # exact floor(log2(length)) by ranges, no float log
-        for lv in range(levels_max + 1):
-            lo_, hi_ = 1 << lv, min(w + 1, 1 << (lv + 1))
-            if lo_ < hi_:
-                log_table[lo_:hi_] = lv
-        table = np.full((levels_max + 1, w), np.inf)
-
-        def reach_of(k: int) -> np.ndarray:
-            starts = band + k
-            if uniform_reach is not None:
-                return uniform_reach[starts]
-            return self.reach_array(k, starts, bound)
-
-        last = reach_of(p - 1)
-        best[p - 1] = np.where(last == n, 0.0, np.inf)
+        cost_reach = self.cost_reach_all(bound)
+        lo, hi, _ = self.start_bands(bound)
+        if any(lo[k] > hi[k] for k in range(p)):
+            raise AssertionError(f"empty start band under a feasible bound {bound!r}")
+        best: list[np.ndarray] = [np.empty(0)] * p
+        starts = np.arange(lo[p - 1], hi[p - 1] + 1)
+        best[p - 1] = np.where(self.stage_reach(p - 1, starts, cost_reach) == n, 0.0, np.inf)
         for k in range(p - 2, -1, -1):
-            # h[y]: cost of cutting after block k + y (stage k+1 starts at k + 1 + y)
-            h = comm[k: k + w] + best[k + 1]
-            length = np.minimum(reach_of(k) - (band + k), w - band)  # ends j - i in [1, length]
-            valid = length >= 1
-            table[0] = h
-            top = int(log_table[max(1, int(length.max()))])
-            for lv in range(1, top + 1):
-                half = 1 << (lv - 1)
-                table[lv, : w - half] = np.minimum(table[lv - 1, : w - half], table[lv - 1, half:])
-                table[lv, w - half:] = np.inf
-            safe = np.where(valid, length, 1)
-            lv = log_table[safe]
-            right = band + safe - (1 << lv)
-            row = np.minimum(table[lv, band], table[lv, right])
-            best[k] = np.where(valid, row, np.inf)
-        optimum = float(best[0, 0])
+            nlo, nhi = lo[k + 1], hi[k + 1]
+            # h[y]: cut after block nlo + y - 1, then stages k+1.. from block nlo + y
+            h = comm[nlo - 1: nhi] + best[k + 1]
+            starts = np.arange(lo[k], hi[k] + 1)
+            left = np.maximum(starts + 1, nlo) - nlo
+            right = np.minimum(self.stage_reach(k, starts, cost_reach), nhi) - nlo
+            best[k] = _range_min(h, left, right)
+        optimum = float(best[0][0])
         if math.isinf(optimum):
-            raise AssertionError("cut DP found no partition within a feasible bound")
-        # forward pass: earliest cut that keeps the total within tolerance
+            raise AssertionError(f"cut DP found no partition under a feasible bound {bound!r}")
         budget = optimum * (1.0 + REL_TOL)
         cuts: list[int] = []
         i, spent = 0, 0.0
         for k in range(p - 1):
-            if uniform_reach is not None:
-                r = int(uniform_reach[i])
-            else:
-                r = int(self.reach_array(k, np.array([i]), bound)[0])
-            j_hi = min(r, n - (p - k - 1))
-            ends = np.arange(i + 1, j_hi + 1)
-            total = (spent + comm[ends - 1]) + best[k + 1, ends - (k + 1)]
+            nlo, nhi = lo[k + 1], hi[k + 1]
+            reach = int(self.stage_reach(k, np.array([i]), cost_reach)[0])
+            ends = np.arange(max(i + 1, nlo), min(reach, nhi) + 1)
+            total = (spent + comm[ends - 1]) + best[k + 1][ends - nlo]
             pick = np.flatnonzero(total <= budget)
             assert pick.size, "forward pass lost the optimum"
             j = int(ends[pick[0]])
@@ -581,6 +657,56 @@ class _Instance:
             cuts.append(j)
             i = j
         return _ranges_from_cuts(cuts, n)
+
+
+def _range_min(values: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """``min(values[left[x] : right[x] + 1])`` for every x (inf where left > right).
+
+    Sparse table: row l holds minima of runs of 2**l; each query is the min of two
+    overlapping runs of its level. O(len · log(longest query)).
+    """
+    length = right - left + 1
+    valid = length >= 1
+    if not valid.any():
+        return np.full(left.size, np.inf)
+    top = int(length.max()).bit_length() - 1
+    size = values.size
+    table = np.full((top + 1, size), np.inf)
+    table[0] = values
+    for lv in range(1, top + 1):
+        half, span = 1 << (lv - 1), size - (1 << lv) + 1
+        np.minimum(table[lv - 1, :span], table[lv - 1, half: half + span], out=table[lv, :span])
+    safe_len = np.where(valid, length, 1)
+    # floor(log2(length)) exactly, via the float exponent of an integer
+    level = np.frexp(safe_len.astype(np.float64))[1] - 1
+    first = level * size + np.where(valid, left, 0)
+    second = first + safe_len - (1 << level)
+    flat = table.ravel()
+    return np.where(valid, np.minimum(flat[first], flat[second]), np.inf)
+
+
+def _parametric_min(probe: Any, lo: float, realized: float) -> float:
+    """Smallest feasible value of a monotone probe, snapped to a realized value.
+
+    ``probe(x) -> (feasible, largest realized value <= ~x, next value > x where the
+    probe can change)``; ``lo`` is a lower bound and ``realized`` a feasible
+    realized value. A feasible probe snaps the upper end down to what it formed,
+    an infeasible one lifts the lower end past every value where nothing changes,
+    so the loop ends on a realized value (not a bisection float).
+    """
+    hi = realized
+    while lo < hi:
+        mid = lo + (hi - lo) / 2
+        if not mid < hi:
+            mid = lo
+        ok, largest, next_value = probe(mid)
+        if ok:
+            realized, hi = largest, min(largest, mid)
+        else:
+            # nothing can change below next_value; inf would contradict `realized`
+            assert math.isfinite(next_value), "probe infeasible everywhere above a feasible value"
+            lo = max(next_value, math.nextafter(mid, math.inf))
+    return realized
 
 
 def _instance(costs: Any, num_stages: Any, memory: StageMemory | None) -> _Instance:
@@ -602,6 +728,27 @@ def min_bottleneck(costs: Any, num_stages: int, *, memory: StageMemory | None = 
     (bytes) that would.
     """
     return _instance(costs, num_stages, memory).min_bottleneck()
+
+
+def min_capacity_bytes(memory: StageMemory) -> float:
+    """Smallest capacity (bytes) at which some partition fits ``memory``'s limits.
+
+    Partitions ``len(memory.persistent_bytes)`` blocks into ``len(memory.inflight)``
+    stages and minimises the largest stage memory
+    ``sum(persistent[i:j]) + inflight[k] * sum(activation[i:j])``; the value is
+    that of an actual partition. ``memory.capacity_bytes`` is ignored. This is the
+    number a ``MemoryCapacityError`` reports.
+    """
+    if not isinstance(memory, StageMemory):
+        raise TypeError(f"memory must be a StageMemory, got {type(memory).__name__}")
+    n = memory.persistent_bytes.size
+    if n == 0:
+        raise ValueError("memory.persistent_bytes is empty: need at least one block")
+    p = memory.inflight.size
+    if p < 1 or p > n:
+        raise ValueError(
+            f"len(memory.inflight) = {p} is not allowed: need 1 <= stages <= {n} blocks")
+    return _Instance(np.zeros(n), p, memory).min_capacity()
 
 
 def dp_min_max(costs: Any, comm: Any, num_stages: int, *,
@@ -633,10 +780,16 @@ def dp_slack(costs: Any, comm: Any, num_stages: int, slack: float = 0.1, *,
     return inst.min_cut(m, bound)
 
 
-def __getattr__(name: str) -> Any:
-    # schedule_aware lives in schedule_search (it needs the simulator); re-export lazily.
-    if name == "schedule_aware":
-        from bubblereduce.schedule_search import schedule_aware
+def schedule_aware(f: Any, b: Any, comm: Any, num_stages: int, schedule: str = "1f1b",
+                   microbatches: int = 8, comm_mode: str = "overlap", w: Any = None, *,
+                   stages_per_device: int | None = None) -> Partition:
+    """Partition minimising the simulated makespan of ``schedule`` (seconds in, ranges out).
 
-        return schedule_aware
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    Per-block ``f``, ``b``, ``w`` seconds per microbatch, ``comm[i]`` seconds per cut
+    after block ``i``; never slower than ``dp_min_max``. Implemented (and documented) in
+    :func:`bubblereduce.schedule_search.schedule_aware`, imported on first call.
+    """
+    from bubblereduce.schedule_search import schedule_aware as _search
+
+    return _search(f, b, comm, num_stages, schedule, microbatches, comm_mode, w,
+                   stages_per_device=stages_per_device)

@@ -36,6 +36,7 @@ __all__ = [
     "plot_timelines",
     "plot_lines",
     "plot_stage_loads",
+    "plot_stage_memory",
     "plot_timeseries",
 ]
 
@@ -298,7 +299,8 @@ def _legend_right(fig: Figure, ax: Axes) -> None:
 def plot_lines(x: Sequence[float], series: Mapping[str, Sequence[float]], path: PathLike, *,
                xlabel: str, ylabel: str, title: str, logx: bool = False, logy: bool = False,
                markers: bool = True, reference_y: float | None = None,
-               reference_label: str | None = None) -> None:
+               reference_label: str | None = None,
+               xticklabels: Sequence[str] | None = None) -> None:
     """One line per named series against ``x`` (e.g. makespan vs microbatches per strategy).
 
     Each series has a distinct Okabe-Ito colour, marker and (after the 4th) line
@@ -306,17 +308,24 @@ def plot_lines(x: Sequence[float], series: Mapping[str, Sequence[float]], path: 
     With ``logx`` the axis is log base 2 and, for up to 16 x values, ticks sit at
     the x values themselves. ``reference_y`` draws a dashed horizontal line (e.g.
     speedup 1.0) named ``reference_label`` in the legend, which sits right of the axes.
+    ``xticklabels`` (one per x value) replaces the ``f"{x:g}"`` tick text, e.g. to
+    show sweep values at evenly spaced positions.
     """
     x = [float(v) for v in x]
     _check_series(len(x), series, "plot_lines")
+    if xticklabels is not None and len(xticklabels) != len(x):
+        raise ValueError(f"plot_lines: xticklabels has {len(xticklabels)} entries but x has {len(x)}")
     fig = Figure(figsize=(6.4, 3.8), dpi=DPI, layout="constrained")
     ax = fig.add_subplot()
+    n = len(series)
     for k, (name, ys) in enumerate(series.items()):
+        # earlier series drawn wider and with bigger markers, so a later series that
+        # coincides with one (equal partitions) leaves it visible around the edges
+        shrink = k / max(1, n - 1)
         ax.plot(x, [float(v) for v in ys], label=str(name), color=PALETTE[k % len(PALETTE)],
-                marker=MARKERS[k % len(MARKERS)] if markers else None, markersize=5,
-                linestyle=LINESTYLES[(k // len(PALETTE)) % len(LINESTYLES)]
-                if len(series) <= len(PALETTE) else LINESTYLES[k % len(LINESTYLES)],
-                linewidth=1.6, zorder=3)
+                marker=MARKERS[k % len(MARKERS)] if markers else None,
+                markersize=8.0 - 3.5 * shrink, linewidth=2.4 - 1.2 * shrink,
+                linestyle=LINESTYLES[(k // len(PALETTE)) % len(LINESTYLES)], zorder=3 + k)
     if reference_y is not None:
         ax.axhline(float(reference_y), color="#555555", linestyle="--", linewidth=1.0,
                    label=reference_label, zorder=2)
@@ -328,7 +337,7 @@ def plot_lines(x: Sequence[float], series: Mapping[str, Sequence[float]], path: 
         ax.set_yscale("log")
     if len(x) <= 16 and len(set(x)) == len(x):
         ax.xaxis.set_major_locator(FixedLocator(x))
-        ax.set_xticklabels([f"{v:g}" for v in x])
+        ax.set_xticklabels([f"{v:g}" for v in x] if xticklabels is None else list(xticklabels))
         ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -434,5 +443,50 @@ def plot_timeseries(steps: Sequence[float], series: Mapping[str, Sequence[float]
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.grid(color="#CCCCCC", linewidth=0.5, alpha=0.7)
+    _legend_right(fig, ax)
+    _save(fig, path)
+
+
+def plot_stage_memory(reports: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: PathLike, *,
+                      title: str, capacity_bytes: float | None = None) -> None:
+    """Per-stage memory of several partitions side by side (issue 9, ``bubblereduce.memory``).
+
+    ``reports`` maps a strategy name to ``(persistent_bytes, activation_bytes)`` per
+    stage (same stage count for all): one group of bars per stage, one bar per
+    strategy, the persistent part (weights, gradients, optimizer state) solid and
+    the in-flight activations hatched on top. ``capacity_bytes`` draws the device
+    capacity as a dashed line. The unit (B, kB, MB, GB; 1e3 steps) follows the tallest bar.
+    """
+    if not reports:
+        raise ValueError("plot_stage_memory needs at least one strategy")
+    sizes = {len(p) for p, _ in reports.values()} | {len(a) for _, a in reports.values()}
+    if len(sizes) != 1:
+        raise ValueError(f"every strategy needs the same number of stages, got {sorted(sizes)}")
+    n = sizes.pop()
+    top = max(float(p) + float(a) for ps, acts in reports.values() for p, a in zip(ps, acts, strict=True))
+    top = max(top, float(capacity_bytes or 0.0), 1.0)
+    unit, scale = next((u, 1 / d) for u, d in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3), ("B", 1.0))
+                       if top >= d)
+    k = len(reports)
+    width = 0.8 / k
+    fig = Figure(figsize=(min(12.0, max(5.6, 0.35 * n * k + 3.0)), 3.8), dpi=DPI, layout="constrained")
+    ax = fig.add_subplot()
+    for j, (name, (pers, act)) in enumerate(reports.items()):
+        xs = [s - 0.4 + width * (j + 0.5) for s in range(n)]
+        color = PALETTE[j % len(PALETTE)]
+        pv = [float(v) * scale for v in pers]
+        ax.bar(xs, pv, width=width, color=color, label=f"{name}: weights + grads + optimizer", zorder=2)
+        ax.bar(xs, [float(v) * scale for v in act], width=width, bottom=pv,
+               color=_lighten(color, 0.55), hatch="///", edgecolor=color, linewidth=0.0,
+               label=f"{name}: in-flight activations", zorder=2)
+    if capacity_bytes is not None:
+        ax.axhline(float(capacity_bytes) * scale, color="#333333", linestyle="--", linewidth=1.0,
+                   label=f"capacity {float(capacity_bytes) * scale:.3g} {unit}", zorder=3)
+    ax.set_xticks(range(n))
+    ax.set_xticklabels([str(s) for s in range(n)], fontsize=8)
+    ax.set_xlabel("pipeline stage (device)")
+    ax.set_ylabel(f"memory per device ({unit})")
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="y", color="#CCCCCC", linewidth=0.5, alpha=0.7, zorder=0)
     _legend_right(fig, ax)
     _save(fig, path)

@@ -12,9 +12,12 @@ costs ``comm[s]`` seconds across boundary ``s -> s+1`` (both directions):
 - ``comm_mode="blocking"``: the producer's action lasts ``compute + transfer`` and the
   consumer may start at its end (so in this mode an event's end includes its transfer).
 
-The engine compiles the order into flat integer arrays once, then runs a wavefront:
-each iteration, every device whose next action has its inputs finished executes it,
-vectorised across devices with numpy (about ``2m + 2p`` iterations for 1F1B).
+Named schedules come straight from their generators as flat arrays (``*_arrays`` in
+``bubblereduce.schedules``, equal to the ``build_order`` lists, tested), so no Python
+tuples are built or parsed for them. The engine compiles the order into flat integer
+arrays once, then runs a wavefront: each iteration, every device whose next action has
+its inputs finished executes it, vectorised across devices with numpy (about
+``2m + 2p`` iterations for 1F1B, one per action of the longest device list otherwise).
 """
 
 from __future__ import annotations
@@ -32,6 +35,11 @@ from typing import Any, overload
 import numpy as np
 
 from bubblereduce.schedules import NEEDS_W, SCHEDULES, build_order
+from bubblereduce.schedules.basic import gpipe_arrays, one_f_one_b_arrays
+from bubblereduce.schedules.interleaved import interleaved_1f1b_arrays
+from bubblereduce.schedules.runs import OrderArrays
+from bubblereduce.schedules.vshape import dualpipev_arrays, zbv_arrays
+from bubblereduce.schedules.zero_bubble import zb_h1_arrays, zb_h2_arrays
 
 __all__ = [
     "Event",
@@ -50,10 +58,22 @@ Transfer = tuple[int, int, str, int, int, float, float]
 
 COMM_MODES: tuple[str, ...] = ("overlap", "blocking")
 
+# named schedules whose order also comes as flat arrays (skips building and parsing tuples);
+# tests check each equals its list generator
+_ARRAY_FORMS: dict[str, Callable[[int, int, int], OrderArrays]] = {
+    "gpipe": gpipe_arrays,
+    "1f1b": one_f_one_b_arrays,
+    "interleaved-1f1b": interleaved_1f1b_arrays,
+    "zb-h1": zb_h1_arrays,
+    "zb-h2": zb_h2_arrays,
+    "zbv": zbv_arrays,
+    "dualpipev": dualpipev_arrays,
+}
+
 _KINDS = "FBIW"
 _F, _B, _I, _W = 0, 1, 2, 3
 # byte value of a kind letter -> kind code (255 = not a kind)
-_KIND_CODE = np.full(256, 255, dtype=np.uint8)
+_KIND_CODE = np.full(256, 255, dtype=np.int64)
 for _code, _letter in enumerate(_KINDS):
     _KIND_CODE[ord(_letter)] = _code
 del _code, _letter
@@ -105,6 +125,10 @@ class _Rows(Sequence):
         return len(self) == len(other) and all(a == tuple(b) for a, b in zip(self, other, strict=True))
 
     __hash__ = None  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickle / deepcopy as a plain tuple of rows (the column closure cannot be pickled)
+        return (tuple, (self._materialise(),))
 
     def __repr__(self) -> str:
         return f"<{len(self)} rows>"
@@ -233,8 +257,8 @@ def _parse_order(order: Any, num_stages: int, m: int) -> _Compiled:
         raise TypeError(f"every action must be a (kind, stage, microbatch) tuple with kind a str, got {bad!r}") from None
     try:
         # array('q') rejects floats, strings and huge ints, unlike np.fromiter
-        stage = np.frombuffer(array("q", map(itemgetter(1), flat)), dtype=np.int64)
-        mb = np.frombuffer(array("q", map(itemgetter(2), flat)), dtype=np.int64)
+        stage = np.frombuffer(array("q", list(map(itemgetter(1), flat))), dtype=np.int64)
+        mb = np.frombuffer(array("q", list(map(itemgetter(2), flat))), dtype=np.int64)
     except (TypeError, OverflowError):
         bad = next(a for a in flat if not (_is_int64(a[1]) and _is_int64(a[2])))
         raise TypeError(f"stage and microbatch must be integers, got action {bad!r}") from None
@@ -243,24 +267,49 @@ def _parse_order(order: Any, num_stages: int, m: int) -> _Compiled:
         bad = next(a for a in flat if len(a[0].encode("utf-8")) != 1)
         raise ValueError(f"unknown action kind in {bad!r}; allowed kinds: F, B, I, W")
     kind = _KIND_CODE[np.frombuffer(kind_bytes, dtype=np.uint8)]
+    return _compile(kind, stage, mb, np.array(lens, dtype=np.int64), num_stages, m, flat.__getitem__)
+
+
+def _compile_arrays(order: OrderArrays, num_stages: int, m: int) -> _Compiled:
+    """Validate and link an order given as ``OrderArrays`` (the named schedules' fast path)."""
+    kind = _KIND_CODE[np.minimum(order.kinds.view(np.uint32), 255)]
+
+    def describe(k: int) -> tuple[str, int, int]:
+        return (str(order.kinds[k]), int(order.stages[k]), int(order.microbatches[k]))
+
+    return _compile(kind, order.stages, order.microbatches, order.lengths, num_stages, m, describe)
+
+
+def _compile(
+    kind: np.ndarray,
+    stage: np.ndarray,
+    mb: np.ndarray,
+    lens: np.ndarray,
+    num_stages: int,
+    m: int,
+    describe: Callable[[int], Any],
+) -> _Compiled:
+    """Validate and link a flat order: per action kind code, stage and microbatch, device by device.
+
+    ``lens[d]`` counts device d's actions; ``describe(k)`` gives action k as the user wrote
+    it, for error messages.
+    """
+    D = lens.size
+    N = kind.size
     dev = np.repeat(np.arange(D, dtype=np.int64), lens)
 
-    bad = np.flatnonzero(kind == 255)
-    if bad.size:
-        raise ValueError(f"unknown action kind in {flat[int(bad[0])]!r}; allowed kinds: F, B, I, W")
-    bad = np.flatnonzero((stage < 0) | (stage >= num_stages))
-    if bad.size:
-        raise ValueError(
-            f"action {flat[int(bad[0])]!r} on device {int(dev[bad[0]])} references stage "
-            f"{int(stage[bad[0]])}; stages are 0..{num_stages - 1}"
-        )
-    bad = np.flatnonzero((mb < 0) | (mb >= m))
-    if bad.size:
-        raise ValueError(
-            f"action {flat[int(bad[0])]!r} on device {int(dev[bad[0]])} references microbatch "
-            f"{int(mb[bad[0]])}; microbatches are 0..{m - 1}"
-        )
-    kind = kind.astype(np.int64)
+    if kind.max() > _W:
+        bad = np.flatnonzero(kind > _W)
+        raise ValueError(f"unknown action kind in {describe(int(bad[0]))!r}; allowed kinds: F, B, I, W")
+    # one unsigned comparison catches both negative and too-large values
+    for label, values, limit in (("stage", stage, num_stages), ("microbatch", mb, m)):
+        plural = "stages" if label == "stage" else "microbatches"
+        if values.view(np.uint64).max() >= limit:
+            k = int(np.flatnonzero(values.view(np.uint64) >= limit)[0])
+            raise ValueError(
+                f"action {describe(k)!r} on device {int(dev[k])} references {label} "
+                f"{int(values[k])}; {plural} are 0..{limit - 1}"
+            )
 
     # each stage lives on exactly one device
     dev_of_stage = np.full(num_stages, -1, dtype=np.int64)
@@ -275,66 +324,62 @@ def _parse_order(order: Any, num_stages: int, m: int) -> _Compiled:
 
     # every (stage, mb): F once, and B once or I and W once each
     SM = num_stages * m
-    key = (kind * num_stages + stage) * m + mb
+    key = kind * SM + stage * m + mb
     counts = np.bincount(key, minlength=4 * SM).reshape(4, SM)
-    dup = np.flatnonzero(counts.max(axis=0) > 1)
-    if dup.size:
-        kk = int(np.argmax(counts[:, dup[0]] > 1))
-        s, j = divmod(int(dup[0]), m)
-        where = sorted({int(d) for d in dev[key == kk * SM + dup[0]]})
-        raise ValueError(f"action {_fmt(kk, s, j)} appears {int(counts[kk, dup[0]])} times (devices {where}); each action must appear once")
+    if counts.max() > 1:
+        kk, sj = (int(x[0]) for x in np.nonzero(counts > 1))
+        s, j = divmod(sj, m)
+        where = sorted({int(d) for d in dev[key == kk * SM + sj]})
+        raise ValueError(
+            f"action {_fmt(kk, s, j)} appears {int(counts[kk, sj])} times (devices {where}); "
+            "each action must appear once"
+        )
     cF, cB, cI, cW = counts
-    problems = [
-        (cF == 0, "missing forward {F}"),
-        ((cB == 0) & (cI == 0) & (cW == 0), "missing backward {B} (or {I} and {W})"),
-        ((cB == 1) & ((cI == 1) | (cW == 1)), "{B} and a split backward ({I}/{W}) both appear; use B or I+W"),
-        ((cB == 0) & (cI == 1) & (cW == 0), "{I} appears without {W}"),
-        ((cB == 0) & (cI == 0) & (cW == 1), "{W} appears without {I}"),
-    ]
-    for mask, text in problems:
-        bad = np.flatnonzero(mask)
-        if bad.size:
-            s, j = divmod(int(bad[0]), m)
-            names = {k: _fmt(k, s, j) for k in _KINDS}
-            raise ValueError(f"{text.format(**names)} ({bad.size} (stage, microbatch) pairs affected)")
+    if not ((cF == 1) & (cB + cI == 1) & (cI == cW)).all():
+        problems = [
+            (cF == 0, "missing forward {F}"),
+            ((cB == 0) & (cI == 0) & (cW == 0), "missing backward {B} (or {I} and {W})"),
+            ((cB == 1) & ((cI == 1) | (cW == 1)), "{B} and a split backward ({I}/{W}) both appear; use B or I+W"),
+            ((cB == 0) & (cI == 1) & (cW == 0), "{I} appears without {W}"),
+            ((cB == 0) & (cI == 0) & (cW == 1), "{W} appears without {I}"),
+        ]
+        for mask, text in problems:
+            bad = np.flatnonzero(mask)
+            if bad.size:
+                s, j = divmod(int(bad[0]), m)
+                names = {k: _fmt(k, s, j) for k in _KINDS}
+                raise ValueError(f"{text.format(**names)} ({bad.size} (stage, microbatch) pairs affected)")
+        raise AssertionError("unreachable: some count combination was not classified")
 
-    stages_on_device = np.bincount(dev_of_stage, minlength=D)
-
-    # link every action to its inputs; table[kind * SM + stage * m + mb] = action index
+    # position of every (kind, stage, mb) in the flat order; (S, m) tables
     table = np.full(4 * SM, N, dtype=np.int64)
-    gidx = np.arange(N, dtype=np.int64)
-    table[key] = gidx
-    sm = key - kind * SM  # stage * m + mb
-    is_f = kind == _F
-    is_bi = (kind == _B) | (kind == _I)
-    is_w = kind == _W
-    dep = np.full(N, N, dtype=np.int64)
-    fsel = np.flatnonzero(is_f & (stage > 0))
-    dep[fsel] = table[sm[fsel] - m]  # F(s-1, j)
-    bsel = np.flatnonzero(is_bi & (stage < num_stages - 1))
-    nxt = sm[bsel] + m  # (s+1, j)
-    grad_b = table[_B * SM + nxt]
-    dep[bsel] = np.where(grad_b != N, grad_b, table[_I * SM + nxt])
+    table[key] = np.arange(N, dtype=np.int64)
+    pos_f, pos_b, pos_i, pos_w = table.reshape(4, num_stages, m)
+    pos_grad = np.where(pos_b != N, pos_b, pos_i)  # the B or the I of (s, j)
 
     # same-stage inputs live on the same device: they must come earlier in its list
-    own = np.full(N, -1, dtype=np.int64)
-    own[is_bi] = table[sm[is_bi]]  # F(s, j)
-    own[is_w] = table[_I * SM + sm[is_w]]  # I(s, j)
-    late = np.flatnonzero(own > gidx)
-    if late.size:
-        k = int(late[0])
-        o = int(own[k])
+    late_grad = pos_f > pos_grad  # B/I(s, j) before F(s, j)
+    late_w = (pos_w != N) & (pos_i > pos_w)  # W(s, j) before I(s, j)
+    if late_grad.any() or late_w.any():
+        waits = np.concatenate([pos_grad[late_grad], pos_w[late_w]])
+        needs = np.concatenate([pos_f[late_grad], pos_i[late_w]])
+        k = int(np.argmin(waits))
+        a, o = int(waits[k]), int(needs[k])
         raise ValueError(
-            f"deadlock: device {int(dev[k])} waits at {_fmt(kind[k], stage[k], mb[k])} for "
-            f"{_fmt(kind[o], stage[o], mb[o])}, which comes later on device {int(dev[k])}"
+            f"deadlock: device {int(dev[a])} waits at {_fmt(kind[a], stage[a], mb[a])} for "
+            f"{_fmt(kind[o], stage[o], mb[o])}, which comes later on device {int(dev[a])}"
         )
 
-    # the neighbour stage that consumes this action's output: F -> s+1, B/I -> s-1
-    out_stage = np.where(is_f, stage + 1, np.where(is_bi, stage - 1, -1))
-    has_out = np.flatnonzero((out_stage >= 0) & (out_stage < num_stages))
+    # the neighbour-stage input of every action: F(s-1, j) for F, the B/I of (s+1, j) for B/I
+    dep = np.full(N, N, dtype=np.int64)
+    dep[pos_f[1:]] = pos_f[:-1]
+    dep[pos_grad[:-1]] = pos_grad[1:]
+    # the device receiving each action's output: F -> stage s+1, B/I -> stage s-1
     out_dst = np.full(N, -1, dtype=np.int64)
-    out_dst[has_out] = dev_of_stage[out_stage[has_out]]
+    out_dst[pos_f[:-1]] = dev_of_stage[1:, None]
+    out_dst[pos_grad[1:]] = dev_of_stage[:-1, None]
     out_dst[out_dst == dev] = -1
+    stages_on_device = np.bincount(dev_of_stage, minlength=D)
 
     base = np.zeros(D + 1, dtype=np.int64)
     np.cumsum(lens, out=base[1:])
@@ -418,7 +463,7 @@ def _run(
             sel = None
             ts = maximum(free, av)
         else:
-            sel = np.flatnonzero(av >= zero)
+            sel = (av >= zero).nonzero()[0]
             if sel.size == 0:
                 raise ValueError(_deadlock_message(c, ptr - np.arange(D), c.base[1:], arrival[shift]))
             cur = cur[sel]
@@ -516,10 +561,13 @@ def simulate(
     if named:
         if schedule in NEEDS_W and w_s is None:
             raise ValueError(f"schedule {schedule!r} splits the backward into I and W: pass w (per-stage seconds)")
-        order = build_order(schedule, num_stages, m, stages_per_device)
+        v = stages_per_device
+        if schedule in _ARRAY_FORMS and type(v) is int and v >= 1 and num_stages % v == 0:
+            c = _compile_arrays(_ARRAY_FORMS[schedule](num_stages // v, m, v), num_stages, m)
+        else:  # build_order raises the errors for bad stages_per_device
+            c = _parse_order(build_order(schedule, num_stages, m, stages_per_device), num_stages, m)
     else:
-        order = schedule
-    c = _parse_order(order, num_stages, m)
+        c = _parse_order(schedule, num_stages, m)
     if w_s is None and bool(np.any((c.kind == _I) | (c.kind == _W))):
         raise ValueError("the order uses I/W actions: pass w (per-stage seconds of the weight-gradient part)")
     return _simulate_compiled(c, f_s, b_s, w_s, comm_s, comm_mode)

@@ -21,6 +21,7 @@ from bubblereduce.partition import (
     dp_slack,
     greedy,
     min_bottleneck,
+    min_capacity_bytes,
     stage_costs,
     uniform,
     validate_partition,
@@ -80,19 +81,28 @@ def _brute_min_capacity(mem: StageMemory, n: int, p: int) -> float:
     return min(max(_stage_memory(mem, parts)) for parts in _all_partitions(n, p))
 
 
-def _plain_dp(costs, comm, p, slack=0.0):
+def _plain_dp(costs, comm, p, slack=0.0, mem=None):
     """Textbook O(p·n²) DPs: min-max for B*, then suffix min cut with the same tie rule."""
     n = len(costs)
     pre = [0.0]
     for c in costs:
         pre.append(pre[-1] + float(c))
     inf = math.inf
+
+    def fits(k, i, j):
+        if mem is None:
+            return True
+        need = float(sum(mem.persistent_bytes[i:j])) + float(mem.inflight[k]) * float(
+            sum(mem.activation_bytes[i:j]))
+        return need <= mem.capacity_bytes * (1 + REL_TOL)
+
     # mm[k][j]: best bottleneck covering [0, j) with k stages
     mm = [[inf] * (n + 1) for _ in range(p + 1)]
     mm[0][0] = 0.0
     for k in range(1, p + 1):
         for j in range(k, n + 1):
-            mm[k][j] = min(max(mm[k - 1][i], pre[j] - pre[i]) for i in range(k - 1, j))
+            mm[k][j] = min((max(mm[k - 1][i], pre[j] - pre[i]) for i in range(k - 1, j)
+                            if fits(k - 1, i, j)), default=inf)
     b_star = mm[p][n]
     bound = b_star * (1 + slack) * (1 + REL_TOL)
     # g[k][i]: least cut cost covering [i, n) with stages k..p-1
@@ -104,13 +114,14 @@ def _plain_dp(costs, comm, p, slack=0.0):
                 if pre[j] - pre[i] > bound:
                     break
                 rest = g[k + 1][j]
-                if rest < inf:
+                if rest < inf and fits(k, i, j):
                     g[k][i] = min(g[k][i], rest + (comm[j - 1] if j < n else 0.0))
     budget = g[0][0] * (1 + REL_TOL)
     cuts, i, spent = [], 0, 0.0
     for k in range(p - 1):
         for j in range(i + 1, n):
-            if pre[j] - pre[i] <= bound and spent + comm[j - 1] + g[k + 1][j] <= budget:
+            if (pre[j] - pre[i] <= bound and fits(k, i, j)
+                    and spent + comm[j - 1] + g[k + 1][j] <= budget):
                 cuts.append(j)
                 spent += comm[j - 1]
                 i = j
@@ -195,6 +206,29 @@ def test_dps_equal_plain_dp_on_medium_n(seed, n, p, slack, integer_data):
     assert dp_slack(costs, comm, p, slack) == expected
 
 
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(12, 30), st.integers(2, 6),
+       st.sampled_from((0.0, 0.2)))
+def test_memory_dps_equal_plain_dp_on_medium_n(seed, n, p, slack):
+    rng = np.random.default_rng(seed)
+    costs = rng.integers(1, 6, n).astype(float)
+    comm = rng.integers(0, 4, n).astype(float)
+    pers = rng.integers(0, 5, n)
+    act = rng.integers(0, 3, n)
+    inflight = rng.integers(0, p + 1, p)
+    # capacity between the tightest feasible one and 1.5x it
+    probe = StageMemory(pers, act, inflight, 0.0)
+    try:
+        dp_min_max(costs, comm, p, memory=probe)
+        need = 0.0
+    except MemoryCapacityError as exc:
+        need = exc.min_capacity_bytes
+    mem = StageMemory(pers, act, inflight, need * rng.uniform(1.0, 1.5))
+    b_star, expected = _plain_dp(costs.tolist(), comm.tolist(), p, slack, mem)
+    assert math.isclose(min_bottleneck(costs, p, memory=mem), b_star, rel_tol=1e-12)
+    assert dp_slack(costs, comm, p, slack, memory=mem) == expected
+
+
 def _stages_needed(costs: np.ndarray, bound: float) -> float:
     """Independent greedy stage count for a bound (inf if a block exceeds it)."""
     count, acc = 1, 0.0
@@ -237,6 +271,7 @@ def test_memory_constrained_equals_brute_force(inst, slack):
             dp_slack(costs, comm, p, slack, memory=mem)
         need = _brute_min_capacity(mem, n, p)
         assert math.isclose(info.value.min_capacity_bytes, need, rel_tol=1e-12)
+        assert min_capacity_bytes(mem) == info.value.min_capacity_bytes
         assert repr(info.value.min_capacity_bytes) in str(info.value)
         assert need > mem.capacity_bytes
         return
@@ -251,6 +286,7 @@ def test_reported_min_capacity_fits(inst):
     costs, comm, p, mem = inst
     n = len(costs)
     need = _brute_min_capacity(mem, n, p)
+    assert math.isclose(min_capacity_bytes(mem), need, rel_tol=1e-12)
     tight = StageMemory(mem.persistent_bytes, mem.activation_bytes, mem.inflight, need)
     parts = dp_min_max(costs, comm, p, memory=tight)
     assert _fits(tight, parts)
@@ -353,6 +389,26 @@ def test_greedy_prefers_cheap_cut_when_alpha_large():
     comm = [5.0, 5.0, 5.0, 0.0, 5.0, 5.0]
     assert greedy(costs, comm, 2, alpha=0.0) == [(0, 3), (3, 6)]
     assert greedy(costs, comm, 2, alpha=1.0) == [(0, 4), (4, 6)]
+
+
+def _greedy_reference(costs, comm, p, alpha):
+    """The documented greedy rule, scoring every allowed end with direct sums."""
+    n, cuts, i = len(costs), [], 0
+    for k in range(p - 1):
+        target = sum(costs[i:]) / (p - k)
+        scores = {j: abs(sum(costs[i:j]) - target) + alpha * comm[j - 1]
+                  for j in range(i + 1, n - (p - k - 1) + 1)}
+        best = min(scores.values())
+        i = min(j for j, v in scores.items() if v <= best + REL_TOL * (target + best))
+        cuts.append(i)
+    return _parts(tuple(cuts), n)
+
+
+@FAST
+@given(instances(max_n=40), st.sampled_from((0.0, 0.3, 1.0, 5.0)))
+def test_greedy_equals_reference(inst, alpha):
+    costs, comm, p = inst
+    assert greedy(costs, comm, p, alpha=alpha) == _greedy_reference(costs, comm, p, alpha)
 
 
 @pytest.mark.parametrize("factor", [1.0, 0.1, 1e-4, 3.3, 1e4])
@@ -472,3 +528,7 @@ def test_bad_memory():
     with pytest.raises(TypeError, match="StageMemory"):
         dp_min_max([1, 1], [0, 0], 2, memory={"capacity_bytes": 1})
     assert mem.inflight.flags.writeable is False
+    with pytest.raises(ValueError, match=r"len\(memory.inflight\) = 2 is not allowed"):
+        min_capacity_bytes(StageMemory([1], [1], [1, 1], 10))
+    with pytest.raises(TypeError, match="StageMemory"):
+        min_capacity_bytes(None)

@@ -126,8 +126,8 @@ def test_fast_simulator_matches_reference_on_new_schedules(name, p, m, mode, see
 @given(p=st.integers(1, 6), v=st.integers(2, 4), rounds=st.integers(1, 4), extra=st.integers(0, 5),
        f=COST, b=COST, scale=SCALES)
 def test_interleaved_makespan_closed_form(p, v, rounds, extra, f, b, scale) -> None:
-    # semantics §6 states it for m a multiple of p; it also holds for every m >= p torch
-    # accepts (e.g. p = 4, m = 6 or 10), which we check too
+    # semantics §6 states it for m a multiple of p; it also holds for the m >= p that torch
+    # accepts otherwise (e.g. p = 4, m = 6 or 10), which we sample too
     m = p * rounds + extra
     if not supported("interleaved-1f1b", p, m, v):
         m = p * rounds
@@ -137,6 +137,17 @@ def test_interleaved_makespan_closed_form(p, v, rounds, extra, f, b, scale) -> N
     expected = m * (f + b) + (p - 1) * (f + b) / v
     assert close(r.makespan, expected), (p, v, m, r.makespan, expected)
     assert r.bubble_fraction == pytest.approx(1 - m * (f + b) / expected, rel=1e-9, abs=1e-12)
+
+
+def test_interleaved_closed_form_fails_when_the_pipeline_never_fills() -> None:
+    # with m < p microbatches the warm-up never reaches steady state: slower than the formula
+    f, b = 1.3, 2.1
+    for p in range(2, 6):
+        for v in (2, 3):
+            for m in range(1, p):
+                n = p * v
+                r = simulate("interleaved-1f1b", np.full(n, f / v), np.full(n, b / v), m, stages_per_device=v)
+                assert r.makespan > (m * (f + b) + (p - 1) * (f + b) / v) * (1 + 1e-6), (p, v, m)
 
 
 @HYP

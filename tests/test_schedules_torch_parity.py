@@ -149,8 +149,8 @@ def test_interleaved_with_one_stage_per_device_is_1f1b_not_torchs_order() -> Non
     # local stage warms up with 2(p-1-d) forwards instead of p-1-d
     assert interleaved_1f1b(4, 8, 1) == one_f_one_b(4, 8, 1)
     torch_v1 = torch_multi_order(ts.ScheduleInterleaved1F1B, 4, 8, 1)
-    warmup = [next(k for k, a in enumerate(dev) if a[0] == "B") for dev in torch_v1]
-    assert warmup == [min(2 * (4 - 1 - d) + 1, 8) for d in range(4)]
+    first_b = [next(k for k, a in enumerate(dev) if a[0] == "B") for dev in torch_v1]
+    assert first_b == [min(2 * (4 - 1 - d) + 1, 8) for d in range(4)]  # warm-up + one steady F
     assert torch_v1 != one_f_one_b(4, 8, 1)
 
 

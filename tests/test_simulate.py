@@ -10,8 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bubblereduce import simulate as simulate_module
 from bubblereduce.schedules import SCHEDULES, build_order
 from bubblereduce.schedules.basic import gpipe, one_f_one_b
+from bubblereduce.schedules.runs import Runs, arrays_to_order, expand_arrays, expand_lists
 from bubblereduce.simulate import SimResult, comm_seconds, simulate, stage_comm_seconds
 from tests.reference_sim import reference_simulate
 
@@ -81,6 +83,55 @@ def test_basic_orders_reject_bad_args(fn) -> None:
         fn(0, 8, 1)
     with pytest.raises(ValueError, match="microbatches must be an integer >= 1, got 0"):
         fn(2, 0, 1)
+
+
+# each schedule's valid stages_per_device values (the array forms must match for all of them)
+_V_GRID = {"gpipe": [1], "1f1b": [1], "zb-h1": [1], "zb-h2": [1], "interleaved-1f1b": [1, 2, 3, 4],
+           "zbv": [2], "dualpipev": [2]}
+
+
+@pytest.mark.parametrize("name", sorted(simulate_module._ARRAY_FORMS))
+def test_array_forms_equal_list_orders(name: str) -> None:
+    array_form = simulate_module._ARRAY_FORMS[name]
+    checked = 0
+    for p in [1, 2, 3, 4, 5, 8]:
+        for m in [*range(1, 18), 24, 31, 32, 33]:
+            for v in _V_GRID[name]:
+                try:
+                    lists = build_order(name, p * v, m, v)
+                except ValueError as exc:
+                    with pytest.raises(ValueError, match=re.escape(str(exc))):
+                        array_form(p, m, v)
+                    continue
+                arrays = array_form(p, m, v)
+                assert arrays.lengths.tolist() == [len(dev) for dev in lists]
+                assert arrays_to_order(arrays) == lists, (name, p, m, v)
+                checked += 1
+    assert checked > 50
+
+
+def test_runs_expand_and_clip() -> None:
+    a, b = Runs(), Runs()
+    a.run(3, ("F", 0, -1), ("B", 0, 1))  # repetitions r = 0, 1, 2 shift every microbatch by r
+    a.run(0, ("W", 0, 0))  # empty runs vanish
+    b.run(1, ("I", 1, 2))
+    expected = [[("B", 0, 1), ("F", 0, 0), ("B", 0, 2), ("F", 0, 1)], [("I", 1, 2)]]
+    assert expand_lists([a, b], 3) == expected  # microbatches outside 0..2 dropped
+    assert arrays_to_order(expand_arrays([a, b], 3)) == expected
+    assert arrays_to_order(expand_arrays([Runs(), b], 2)) == [[], []]
+
+
+@pytest.mark.parametrize("name", SCHEDULES)
+def test_named_fast_path_equals_explicit_order(name: str) -> None:
+    v = {"interleaved-1f1b": 2, "zbv": 2, "dualpipev": 2}.get(name, 1)
+    p, m = 3, 8
+    rng = np.random.default_rng(7)
+    f, b, comm = rng.uniform(0.1, 1, p * v), rng.uniform(0.1, 2, p * v), rng.uniform(0, 1, p * v - 1)
+    w = b * rng.uniform(0, 1, p * v)
+    for mode in ("overlap", "blocking"):
+        by_name = simulate(name, f, b, m, comm=comm, comm_mode=mode, w=w, stages_per_device=v)
+        by_order = simulate(build_order(name, p * v, m, v), f, b, m, comm=comm, comm_mode=mode, w=w)
+        assert by_name == by_order  # bit-identical, events and transfers included
 
 
 # --------------------------------------------------------------------------- identities §6
@@ -428,3 +479,49 @@ def test_stage_comm_seconds() -> None:
         stage_comm_seconds(acts, [(0, 2), (3, 5)], 1.0)
     with pytest.raises(ValueError, match=r"parts must cover blocks 0..5 exactly"):
         stage_comm_seconds(acts, [(0, 2), (2, 4)], 1.0)
+
+
+def _named_settings() -> list[tuple[str, int, int, int]]:
+    """(name, num_devices, stages_per_device, microbatches) that each registered schedule builds."""
+    out = []
+    for name in SCHEDULES:
+        for devices, spd, m in ((2, 1, 3), (3, 1, 6), (4, 1, 8), (2, 2, 4), (3, 2, 6), (4, 2, 8)):
+            try:
+                build_order(name, devices * spd, m, spd)
+            except (ValueError, ImportError, AttributeError):
+                continue
+            out.append((name, devices, spd, m))
+    return out
+
+
+@pytest.mark.parametrize(("name", "devices", "spd", "m"), _named_settings())
+def test_fast_equals_reference_named_schedules(name: str, devices: int, spd: int, m: int) -> None:
+    rng = np.random.default_rng(devices * 100 + spd * 10 + m)
+    S = devices * spd
+    f = rng.uniform(0.2, 2.0, S)
+    b = rng.uniform(1.0, 3.0, S)
+    w = b * rng.uniform(0.0, 1.0, S)
+    comm = rng.uniform(0.0, 1.0, S - 1)
+    for mode in ("overlap", "blocking"):
+        got = simulate(name, f, b, m, comm=comm, comm_mode=mode, w=w, stages_per_device=spd)
+        want = reference_simulate(name, f, b, m, comm=comm, comm_mode=mode, w=w, stages_per_device=spd)
+        assert_same(got, want, 1.0)
+
+
+def test_deadlock_on_one_device_holding_neighbour_stages() -> None:
+    # stages 0 and 1 on one device: the neighbour input comes later in the same list
+    order = [[("F", 1, 0), ("F", 0, 0), ("B", 1, 0), ("B", 0, 0)]]
+    with pytest.raises(ValueError, match=re.escape("deadlock: device 0 waits at 1F0 for 0F0 (which comes later on device 0)")):
+        simulate(order, 1.0, 1.0, 1)
+    order = [[("F", 0, 0), ("F", 1, 0), ("B", 0, 0), ("B", 1, 0)]]
+    with pytest.raises(ValueError, match=re.escape("deadlock: device 0 waits at 0B0 for 1B0 (which comes later on device 0)")):
+        simulate(order, 1.0, 1.0, 1)
+
+
+def test_result_pickles_with_its_rows() -> None:
+    import pickle
+
+    r = simulate("1f1b", [1.0] * 3, [2.0] * 3, 4, comm=[0.5, 0.5])
+    back = pickle.loads(pickle.dumps(r))
+    assert back.makespan == r.makespan
+    assert list(back.events) == list(r.events) and list(back.transfers) == list(r.transfers)

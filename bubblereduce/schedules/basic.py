@@ -10,11 +10,10 @@ Orders only; ``bubblereduce.simulate`` times them. For p = 3 devices, m = 4 micr
 
 from __future__ import annotations
 
-import operator
+from bubblereduce.schedules import Order
+from bubblereduce.schedules.runs import OrderArrays, Runs, expand_arrays, expand_lists
 
-from bubblereduce.schedules import Action, Order
-
-__all__ = ["gpipe", "one_f_one_b"]
+__all__ = ["gpipe", "one_f_one_b", "gpipe_arrays", "one_f_one_b_arrays", "one_f_one_b_runs"]
 
 
 def _check_args(name: str, num_devices: int, microbatches: int, stages_per_device: int) -> None:
@@ -36,12 +35,7 @@ def gpipe(num_devices: int, microbatches: int, stages_per_device: int = 1) -> Or
     ``ValueError`` for non-positive sizes or ``stages_per_device != 1``.
     """
     _check_args("gpipe", num_devices, microbatches, stages_per_device)
-    order: Order = []
-    for s in range(num_devices):
-        actions: list[Action] = [("F", s, j) for j in range(microbatches)]
-        actions += [("B", s, j) for j in range(microbatches)]
-        order.append(actions)
-    return order
+    return expand_lists(_gpipe_runs(num_devices, microbatches), microbatches)
 
 
 def one_f_one_b(num_devices: int, microbatches: int, stages_per_device: int = 1) -> Order:
@@ -53,17 +47,47 @@ def one_f_one_b(num_devices: int, microbatches: int, stages_per_device: int = 1)
     Raises ``ValueError`` for non-positive sizes or ``stages_per_device != 1``.
     """
     _check_args("1f1b", num_devices, microbatches, stages_per_device)
-    m = operator.index(microbatches)
-    order: Order = []
-    for s in range(num_devices):
-        warmup = min(num_devices - s - 1, m)
-        # warm-up
-        actions: list[Action] = [("F", s, j) for j in range(warmup)]
-        # steady 1F1B
-        for k in range(m - warmup):
-            actions.append(("F", s, warmup + k))
-            actions.append(("B", s, k))
-        # cool-down
-        actions += [("B", s, j) for j in range(m - warmup, m)]
-        order.append(actions)
-    return order
+    return expand_lists(_one_f_one_b_order_runs(num_devices, microbatches), microbatches)
+
+
+def gpipe_arrays(num_devices: int, microbatches: int, stages_per_device: int = 1) -> OrderArrays:
+    """``gpipe``'s order as flat arrays (``OrderArrays``), built without Python tuples; same errors."""
+    _check_args("gpipe", num_devices, microbatches, stages_per_device)
+    return expand_arrays(_gpipe_runs(num_devices, microbatches), microbatches)
+
+
+def one_f_one_b_arrays(num_devices: int, microbatches: int, stages_per_device: int = 1) -> OrderArrays:
+    """``one_f_one_b``'s order as flat arrays (``OrderArrays``), built without Python tuples; same errors."""
+    _check_args("1f1b", num_devices, microbatches, stages_per_device)
+    return expand_arrays(_one_f_one_b_order_runs(num_devices, microbatches), microbatches)
+
+
+def one_f_one_b_runs(stage: int, warmup: int, count: int) -> Runs:
+    """One device's 1F1B over microbatches ``0..count-1`` of ``stage``, as ``Runs``.
+
+    ``warmup`` forwards (0 <= warmup <= count), then ``F``/``B`` pairs while forwards
+    remain, then the remaining backwards. Interleaved 1F1B reuses it over a device's
+    (chunk, microbatch) slots.
+    """
+    acts = Runs()  # run(count, pattern): repetition r adds r to each microbatch
+    # warm-up
+    acts.run(warmup, ("F", stage, 0))
+    # steady 1F1B: the next forward, then the oldest backward
+    acts.run(count - warmup, ("F", stage, warmup), ("B", stage, 0))
+    # cool-down
+    acts.run(warmup, ("B", stage, count - warmup))
+    return acts
+
+
+def _gpipe_runs(p: int, m: int) -> list[Runs]:
+    devices = []
+    for s in range(p):
+        acts = Runs()
+        acts.run(m, ("F", s, 0))
+        acts.run(m, ("B", s, 0))
+        devices.append(acts)
+    return devices
+
+
+def _one_f_one_b_order_runs(p: int, m: int) -> list[Runs]:
+    return [one_f_one_b_runs(s, min(p - s - 1, m), m) for s in range(p)]

@@ -16,9 +16,13 @@ we raise ``ValueError`` for the others, exactly where torch does.
 
 from __future__ import annotations
 
-from bubblereduce.schedules import Action, Order
+from typing import Any
 
-__all__ = ["interleaved_1f1b", "interleaved_round_size"]
+from bubblereduce.schedules import Order
+from bubblereduce.schedules.basic import one_f_one_b, one_f_one_b_arrays, one_f_one_b_runs
+from bubblereduce.schedules.runs import OrderArrays, Runs, expand_arrays, expand_lists
+
+__all__ = ["interleaved_1f1b", "interleaved_round_size", "interleaved_1f1b_arrays"]
 
 
 def _check_sizes(name: str, num_devices: int, microbatches: int, stages_per_device: int) -> None:
@@ -63,28 +67,39 @@ def interleaved_1f1b(num_devices: int, microbatches: int, stages_per_device: int
     _check_sizes("interleaved-1f1b", num_devices, microbatches, stages_per_device)
     p, m, v = num_devices, microbatches, stages_per_device
     if v == 1:
-        from bubblereduce.schedules.basic import one_f_one_b
-
         return one_f_one_b(p, m, 1)
-    r = interleaved_round_size(p, m)
-    ops = m * v  # forwards (and backwards) per device
-
-    def forward(d: int, k: int) -> Action:
-        return ("F", ((k // r) % v) * p + d, (k // (r * v)) * r + k % r)
-
-    def backward(d: int, k: int) -> Action:
-        return ("B", (v - 1 - (k // r) % v) * p + d, (k // (r * v)) * r + k % r)
-
+    r, ops = interleaved_round_size(p, m), m * v
     order: Order = []
-    for d in range(p):
-        warmup = min((v - 1) * r + 2 * (p - 1 - d), ops)
-        # warm-up: forwards only, chunk by chunk, one round at a time
-        actions = [forward(d, k) for k in range(warmup)]
-        # steady 1F1B: the next forward, then the oldest backward
-        for k in range(warmup, ops):
-            actions.append(forward(d, k))
-            actions.append(backward(d, k - warmup))
-        # cool-down: the remaining backwards
-        actions += [backward(d, k) for k in range(ops - warmup, ops)]
-        order.append(actions)
+    for d, virtual in enumerate(expand_lists(_virtual_runs(p, m, v), ops)):
+        # virtual action (kind, d, k): the device's k-th forward or backward -> (stage, microbatch)
+        order.append([(kind, *_stage_and_microbatch(kind == "B", d, k, p, v, r)) for kind, _, k in virtual])
     return order
+
+
+def interleaved_1f1b_arrays(num_devices: int, microbatches: int, stages_per_device: int = 2) -> OrderArrays:
+    """``interleaved_1f1b``'s order as flat arrays (``OrderArrays``), built without Python tuples; same errors."""
+    _check_sizes("interleaved-1f1b", num_devices, microbatches, stages_per_device)
+    p, m, v = num_devices, microbatches, stages_per_device
+    if v == 1:
+        return one_f_one_b_arrays(p, m, 1)
+    r, ops = interleaved_round_size(p, m), m * v
+    kinds, device, k, lengths = expand_arrays(_virtual_runs(p, m, v), ops)
+    stages, mbs = _stage_and_microbatch(kinds == "B", device, k, p, v, r)
+    return OrderArrays(kinds, stages, mbs, lengths)
+
+
+def _virtual_runs(p: int, m: int, v: int) -> list[Runs]:
+    """Per device, 1F1B over its m·v virtual slots k (stage field = device)."""
+    r, ops = interleaved_round_size(p, m), m * v
+    # warm-up: chunk by chunk, one round at a time, (v-1) rounds plus the 1F1B ramp
+    return [one_f_one_b_runs(d, min((v - 1) * r + 2 * (p - 1 - d), ops), ops) for d in range(p)]
+
+
+def _stage_and_microbatch(backward: Any, device: Any, k: Any, p: int, v: int, r: int) -> tuple[Any, Any]:
+    """Stage and microbatch of a device's k-th forward (or backward): ints or numpy arrays alike.
+
+    Forwards visit local chunks 0..v-1 round by round, backwards v-1..0.
+    """
+    chunk = (k // r) % v
+    chunk = chunk + backward * (v - 1 - 2 * chunk)  # v-1-chunk for backwards, as int arithmetic
+    return chunk * p + device, (k // (r * v)) * r + k % r

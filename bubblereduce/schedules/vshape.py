@@ -23,8 +23,9 @@ from __future__ import annotations
 from collections import deque
 
 from bubblereduce.schedules import Action, Order
+from bubblereduce.schedules.runs import OrderArrays, Runs, expand_arrays, expand_lists
 
-__all__ = ["zbv", "dualpipev", "v_stages"]
+__all__ = ["zbv", "dualpipev", "v_stages", "zbv_arrays", "dualpipev_arrays"]
 
 
 def _check_sizes(name: str, num_devices: int, microbatches: int, stages_per_device: int) -> None:
@@ -35,6 +36,15 @@ def _check_sizes(name: str, num_devices: int, microbatches: int, stages_per_devi
         raise ValueError(
             f"{name} is a V-shape schedule: stages_per_device must be exactly 2, "
             f"got {stages_per_device!r}"
+        )
+
+
+def _check_dualpipev(num_devices: int, microbatches: int, stages_per_device: int) -> None:
+    _check_sizes("dualpipev", num_devices, microbatches, stages_per_device)
+    if microbatches < 2 * num_devices:
+        raise ValueError(
+            f"dualpipev needs at least as many microbatches as stages: microbatches must be "
+            f">= 2 * num_devices = {2 * num_devices}, got {microbatches}"
         )
 
 
@@ -49,10 +59,15 @@ def v_stages(num_devices: int, device: int) -> tuple[int, int]:
 
 
 class _DeviceOrder:
-    """Builds one device's action list, numbering microbatches per (kind, stage) in order."""
+    """Builds one device's order as ``Runs``, numbering microbatches per (kind, stage) in order.
+
+    Single actions collect in ``actions`` and become one literal run (count 1) at the next
+    ``repeat`` or at ``finish``.
+    """
 
     def __init__(self) -> None:
-        self.actions: list[Action] = []
+        self.runs = Runs()
+        self.actions: list[Action] = []  # single actions since the last run
         self.next_f: dict[int, int] = {}
         self.next_b: dict[int, int] = {}  # B and I share a counter: one of them per microbatch
         self.pending_w: deque[tuple[int, int]] = deque()
@@ -74,6 +89,19 @@ class _DeviceOrder:
             stage, j = self.pending_w.popleft()
             self.actions.append(("W", stage, j))
 
+    def repeat(self, count: int, *steps: tuple[str, int]) -> None:
+        """``count`` repetitions of ``steps`` (("F" or "B", stage) each, each at most once)."""
+        self.finish()
+        counters = {"F": self.next_f, "B": self.next_b}
+        self.runs.run(count, *[(kind, stage, counters[kind].get(stage, 0)) for kind, stage in steps])
+        for kind, stage in steps:
+            counters[kind][stage] = counters[kind].get(stage, 0) + count
+
+    def finish(self) -> Runs:
+        self.runs.run(1, *self.actions)
+        self.actions = []
+        return self.runs
+
 
 def zbv(num_devices: int, microbatches: int, stages_per_device: int = 2) -> Order:
     """ZB-V order (Qi et al., ICLR 2024, §6; torch ``ScheduleZBVZeroBubble``).
@@ -86,33 +114,37 @@ def zbv(num_devices: int, microbatches: int, stages_per_device: int = 2) -> Orde
     device; raises ``ValueError`` for non-positive sizes or ``stages_per_device != 2``.
     """
     _check_sizes("zbv", num_devices, microbatches, stages_per_device)
-    p, m = num_devices, microbatches
+    return expand_lists(_zbv_runs(num_devices, microbatches), microbatches)
+
+
+def zbv_arrays(num_devices: int, microbatches: int, stages_per_device: int = 2) -> OrderArrays:
+    """``zbv``'s order as flat arrays (``OrderArrays``), built without Python tuples; same errors."""
+    _check_sizes("zbv", num_devices, microbatches, stages_per_device)
+    return expand_arrays(_zbv_runs(num_devices, microbatches), microbatches)
+
+
+def _zbv_runs(p: int, m: int) -> list[Runs]:
+    # built for n = max(m, 2p - 1) microbatches; expanding with m drops the surplus ones
     n = max(2 * p - 1, m)
-    order: Order = []
+    devices = []
     for d in range(p):
-        dn, up = v_stages(p, d)
-        f_dn = 2 * (p - d) - 1  # forwards of `dn` before `up` starts
+        down, up = v_stages(p, d)
+        f_down = 2 * (p - d) - 1  # forwards of `down` before `up` starts
+        acts = Runs()  # run(count, pattern): repetition r adds r to each microbatch
         # warm-up: forwards down the V, then both stages, then the turn (F I W on `up`)
-        acts: list[Action] = [("F", dn, j) for j in range(f_dn)]
-        for k in range(d):
-            acts += [("F", up, k), ("F", dn, f_dn + k)]
-        for k in range(p - d):
-            acts += [("F", up, d + k), ("I", up, k), ("W", up, k)]
-        # steady (t = 0 .. n-p-1): F I W on `dn`, then F I W on `up`
-        f_dn += d
-        for t in range(n - p):
-            if f_dn + t < n:
-                acts.append(("F", dn, f_dn + t))
-            acts += [("I", dn, t), ("W", dn, t), ("F", up, p + t), ("I", up, p - d + t), ("W", up, p - d + t)]
+        acts.run(f_down, ("F", down, 0))
+        acts.run(d, ("F", up, 0), ("F", down, f_down))
+        acts.run(p - d, ("F", up, d), ("I", up, 0), ("W", up, 0))
+        # steady: F I W on `down`, then F I W on `up` (forwards of `down` run out first)
+        acts.run(n - p, ("F", down, f_down + d), ("I", down, 0), ("W", down, 0),
+                 ("F", up, p), ("I", up, p - d), ("W", up, p - d))
         # cool-down: input gradients first; the deferred weight gradients fill the tail
-        for k in range(d):
-            acts += [("I", dn, n - p + k), ("I", up, n - d + k)]
-        for k in range(p - d):
-            acts += [("I", dn, n - p + d + k), ("W", dn, n - p + k)]
-        acts += [("W", up, j) for j in range(n - d, n)]
-        acts += [("W", dn, j) for j in range(n - d, n)]
-        order.append(acts if n == m else [a for a in acts if a[2] < m])
-    return order
+        acts.run(d, ("I", down, n - p), ("I", up, n - d))
+        acts.run(p - d, ("I", down, n - p + d), ("W", down, n - p))
+        acts.run(d, ("W", up, n - d))
+        acts.run(d, ("W", down, n - d))
+        devices.append(acts)
+    return devices
 
 
 def dualpipev(num_devices: int, microbatches: int, stages_per_device: int = 2) -> Order:
@@ -125,14 +157,19 @@ def dualpipev(num_devices: int, microbatches: int, stages_per_device: int = 2) -
     docstring). Returns one ``(kind, stage, microbatch)`` list per device; raises
     ``ValueError`` for non-positive sizes, m < 2p or ``stages_per_device != 2``.
     """
-    _check_sizes("dualpipev", num_devices, microbatches, stages_per_device)
+    _check_dualpipev(num_devices, microbatches, stages_per_device)
     p, m = num_devices, microbatches
-    if m < 2 * p:
-        raise ValueError(
-            f"dualpipev needs at least as many microbatches as stages: microbatches must be "
-            f">= 2 * num_devices = {2 * p}, got {m}"
-        )
-    order: Order = []
+    return expand_lists(_dualpipev_runs(p, m), m)
+
+
+def dualpipev_arrays(num_devices: int, microbatches: int, stages_per_device: int = 2) -> OrderArrays:
+    """``dualpipev``'s order as flat arrays (``OrderArrays``), built without Python tuples; same errors."""
+    _check_dualpipev(num_devices, microbatches, stages_per_device)
+    return expand_arrays(_dualpipev_runs(num_devices, microbatches), microbatches)
+
+
+def _dualpipev_runs(p: int, m: int) -> list[Runs]:
+    devices = []
     for d in range(p):
         down, up = v_stages(p, d)
         dev = _DeviceOrder()
@@ -148,11 +185,7 @@ def dualpipev(num_devices: int, microbatches: int, stages_per_device: int = 2) -
             dev.oldest_w()
             dev.f(up)
         # steady: pairs (F down + B up), (F up + B down), each run back to back
-        for _ in range(m - 2 * p + d + 1):
-            dev.f(down)
-            dev.b(up)
-            dev.f(up)
-            dev.b(down)
+        dev.repeat(m - 2 * p + d + 1, ("F", down), ("B", up), ("F", up), ("B", down))
         # forwards done on `down`: B up, then the pair (F up + B down)
         for _ in range(p - d - 1):
             dev.b(up)
@@ -170,5 +203,5 @@ def dualpipev(num_devices: int, microbatches: int, stages_per_device: int = 2) -
         while dev.pending_w:
             dev.oldest_w()
         assert all(dev.next_f[s] == m and dev.next_b[s] == m for s in (down, up))
-        order.append(dev.actions)
-    return order
+        devices.append(dev.finish())
+    return devices

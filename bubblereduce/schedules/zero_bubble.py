@@ -21,8 +21,9 @@ rank for every m torch accepts; torch has no ZB-H2 class.
 from __future__ import annotations
 
 from bubblereduce.schedules import Order
+from bubblereduce.schedules.runs import OrderArrays, Runs, expand_arrays, expand_lists
 
-__all__ = ["zb_h1", "zb_h2"]
+__all__ = ["zb_h1", "zb_h2", "zb_h1_arrays", "zb_h2_arrays"]
 
 
 def _check_sizes(name: str, num_devices: int, microbatches: int, stages_per_device: int) -> None:
@@ -36,24 +37,18 @@ def _check_sizes(name: str, num_devices: int, microbatches: int, stages_per_devi
         )
 
 
-def _zero_bubble_slots(num_devices: int, microbatches: int, lag: int) -> Order:
+def _zero_bubble_slots(num_devices: int, microbatches: int, lag: int) -> list[Runs]:
     p, m = num_devices, microbatches
-    order: Order = []
+    devices = []
     for s in range(p):
         i_lag = lag * (p - 1 - s)  # I trails F by the round trip to the last stage and back
         w_lag = lag * (p - 1)  # W trails F the same on every device: it fills the tail
-        actions = []
+        slots = Runs()
         # warm-up (F only, then F+I), steady (F+I+W), cool-down (I+W, then W only):
-        # all phases are the same slot with out-of-range microbatches dropped
-        for x in range(m + w_lag):
-            if x < m:
-                actions.append(("F", s, x))
-            if 0 <= x - i_lag < m:
-                actions.append(("I", s, x - i_lag))
-            if 0 <= x - w_lag < m:
-                actions.append(("W", s, x - w_lag))
-        order.append(actions)
-    return order
+        # all phases are the slot F_x I_{x-i_lag} W_{x-w_lag} with out-of-range microbatches dropped
+        slots.run(m + w_lag, ("F", s, 0), ("I", s, -i_lag), ("W", s, -w_lag))
+        devices.append(slots)
+    return devices
 
 
 def zb_h1(num_devices: int, microbatches: int, stages_per_device: int = 1) -> Order:
@@ -67,7 +62,7 @@ def zb_h1(num_devices: int, microbatches: int, stages_per_device: int = 1) -> Or
     ``stages_per_device != 1``.
     """
     _check_sizes("zb-h1", num_devices, microbatches, stages_per_device)
-    return _zero_bubble_slots(num_devices, microbatches, lag=1)
+    return expand_lists(_zero_bubble_slots(num_devices, microbatches, lag=1), microbatches)
 
 
 def zb_h2(num_devices: int, microbatches: int, stages_per_device: int = 1) -> Order:
@@ -81,4 +76,16 @@ def zb_h2(num_devices: int, microbatches: int, stages_per_device: int = 1) -> Or
     for non-positive sizes or ``stages_per_device != 1``.
     """
     _check_sizes("zb-h2", num_devices, microbatches, stages_per_device)
-    return _zero_bubble_slots(num_devices, microbatches, lag=2)
+    return expand_lists(_zero_bubble_slots(num_devices, microbatches, lag=2), microbatches)
+
+
+def zb_h1_arrays(num_devices: int, microbatches: int, stages_per_device: int = 1) -> OrderArrays:
+    """``zb_h1``'s order as flat arrays (``OrderArrays``), built without Python tuples; same errors."""
+    _check_sizes("zb-h1", num_devices, microbatches, stages_per_device)
+    return expand_arrays(_zero_bubble_slots(num_devices, microbatches, lag=1), microbatches)
+
+
+def zb_h2_arrays(num_devices: int, microbatches: int, stages_per_device: int = 1) -> OrderArrays:
+    """``zb_h2``'s order as flat arrays (``OrderArrays``), built without Python tuples; same errors."""
+    _check_sizes("zb-h2", num_devices, microbatches, stages_per_device)
+    return expand_arrays(_zero_bubble_slots(num_devices, microbatches, lag=2), microbatches)
