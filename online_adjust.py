@@ -8,7 +8,7 @@ Writes ``online_vs_static.csv``, three figures per scenario, ``summary.txt``
 (with the issue's goals, met or not), ``config.json``, ``env.json`` and
 ``profile.json`` into ``out_dir``.
 
-Run (about a minute on 2 CPU cores):
+Run (about 30 s on 2 CPU cores, profiling included):
 
     python online_adjust.py
     python online_adjust.py --steps=2000 --schedule=gpipe --out_dir=figs_online_gpipe
@@ -129,7 +129,11 @@ def main(argv: list[str] | None = None) -> int:
 
     runs = run_experiment(model, progress=lambda line: print(line, flush=True))
     summary = summarize(runs, cfg)
-    text = summary_text(summary, cfg, model_note=f"model: {source}; {blocks.num_blocks} blocks")
+    cap = runs[0].capacity_bytes
+    cap_note = ("1.5 x the static plan's largest device" if cfg.device_memory_bytes == 0 else "device_memory_bytes")
+    text = summary_text(summary, cfg, model_note=(
+        f"model: {source}; {blocks.num_blocks} blocks; memory guard capacity {cap / 1e9:.3f} GB per device "
+        f"({cap_note}) x {cfg.mem_threshold_ratio:g}"))
     with StagedOutput(cfg_dict["out_dir"]) as tmp:
         write_csv(tmp / "online_vs_static.csv", CSV_HEADER, csv_rows(runs))
         write_figures(runs, cfg, tmp, cfg_dict["plot_scenario"])

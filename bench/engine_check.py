@@ -4,7 +4,7 @@ measured step times with the simulator's predictions (measured link, same-condit
 
 Run from the repository root (about 1-2 minutes on 2 idle cores):
 
-    python bench/engine_check.py                                # writes engine_check.csv
+    python bench/engine_check.py                                # writes bench/engine_check.csv
     python bench/engine_check.py --out=figs/engine_check.csv --rounds=5
 
 Prints the partitions, one table row per (strategy, schedule, microbatches) with measured
@@ -22,6 +22,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # -----------------------------------------------------------------------------
+mlp_widths = [1024, 2048, 1536, 4096, 1024, 3072, 512, 2048, 1024, 4096, 2048, 1024, 3072, 1536, 512, 2048, 1024]
+# (the default MLP; e.g. --mlp_widths=1024,1024,1024,1024,1024,2048,2048,2048,4096,2048 is
+#  skewed towards the output, so the uniform 2-stage split is clearly imbalanced)
 global_batch = 128  # samples per training step, split into microbatches
 microbatches = [2, 4, 8]  # microbatch counts (each divides global_batch; 1f1b needs >= 2)
 schedules = ["gpipe", "1f1b"]
@@ -34,9 +37,9 @@ rounds = 3  # rounds of (profile once, steps_per_round timed steps of every conf
 steps_per_round = 3
 profile_repeats = 3  # timed repeats per layer in each round's profile
 comm_mode = "overlap"
-nice = 0  # added to the workers' niceness; -10 shields them from other load (needs root; say so)
+malloc_steady = False  # True: workers keep freed memory in the heap (see engine_worker.steady_malloc)
 seed = 0
-out = "engine_check.csv"
+out = "bench/engine_check.csv"
 # -----------------------------------------------------------------------------
 
 
@@ -49,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         plan_engine_partitions,
         write_engine_check,
     )
-    from bubblereduce.models import DEFAULT_MLP_WIDTHS, build_mlp, mlp_input
+    from bubblereduce.models import build_mlp, mlp_input
     from bubblereduce.profile import group_blocks, profile_sequential
 
     defaults = {k: v for k, v in globals().items() if k in _CONFIG_KEYS}
@@ -62,9 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     load_before = os.getloadavg()
 
-    model_fn = functools.partial(build_mlp, DEFAULT_MLP_WIDTHS, seed=cfg["seed"])
+    widths = [int(w) for w in cfg["mlp_widths"]]
+    model_fn = functools.partial(build_mlp, widths, seed=cfg["seed"])
     plan_mb = cfg["global_batch"] // cfg["plan_microbatches"]
-    prof = profile_sequential(model_fn(), mlp_input(plan_mb, seed=cfg["seed"]), threads=1,
+    prof = profile_sequential(model_fn(), mlp_input(plan_mb, widths[0], seed=cfg["seed"]), threads=1,
                               repeats=cfg["profile_repeats"])
     blocks = group_blocks(prof, block_n=cfg["block_n"])
     partitions = plan_engine_partitions(blocks, cfg["num_stages"], cfg["strategies"])
@@ -76,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = engine_check(
         model_fn, partitions, cfg["schedules"], cfg["microbatches"], cfg["global_batch"],
         warmup_steps=cfg["warmup_steps"], rounds=cfg["rounds"], steps_per_round=cfg["steps_per_round"],
-        profile_repeats=cfg["profile_repeats"], comm_mode=cfg["comm_mode"], seed=cfg["seed"], nice=cfg["nice"],
+        profile_repeats=cfg["profile_repeats"], comm_mode=cfg["comm_mode"], seed=cfg["seed"],
+        malloc_steady=cfg["malloc_steady"],
         progress=print,
     )
     print()
@@ -102,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 _CONFIG_KEYS = (
-    "global_batch", "microbatches", "schedules", "strategies", "num_stages", "block_n",
-    "plan_microbatches", "warmup_steps", "rounds", "steps_per_round", "profile_repeats", "comm_mode", "nice", "seed", "out",
+    "mlp_widths", "global_batch", "microbatches", "schedules", "strategies", "num_stages", "block_n",
+    "plan_microbatches", "warmup_steps", "rounds", "steps_per_round", "profile_repeats", "comm_mode", "malloc_steady", "seed", "out",
 )
 
 if __name__ == "__main__":

@@ -381,6 +381,10 @@ def count_layers(model_or_cfg: nn.Sequential | GPTConfig, microbatch_size: int, 
     structure and input shape are counted once (a 70B model's 80 blocks cost one).
     """
     model, x, _, _ = _meta_model_and_input(model_or_cfg, microbatch_size, dtype, sample_input)
+    return _count_model(model, x)
+
+
+def _count_model(model: nn.Sequential, x: torch.Tensor) -> list[LayerCounts]:
     names = [n for n, _ in model.named_children()]
     cache: dict[tuple, LayerCounts] = {}
     out: list[LayerCounts] = []
@@ -461,8 +465,8 @@ def analytic_profile(model_or_cfg: nn.Sequential | GPTConfig, microbatch_size: i
     the same type as a measured profile, so the partitioners and the demo take it
     unchanged. Seconds per microbatch; bytes from shapes.
     """
-    _, _, dt, name = _meta_model_and_input(model_or_cfg, microbatch_size, dtype, sample_input)
-    counts = count_layers(model_or_cfg, microbatch_size, dtype=dtype, sample_input=sample_input)
+    model, x, dt, name = _meta_model_and_input(model_or_cfg, microbatch_size, dtype, sample_input)
+    counts = _count_model(model, x)
     return profile_from_counts(counts, device, dt, microbatch_size, model_name=name,
                                efficiency=efficiency, memory_efficiency=memory_efficiency)
 

@@ -93,7 +93,7 @@ def _need_list(cfg: Mapping[str, Any], key: str) -> list[Any]:
 def model_layer_count(cfg: Mapping[str, Any]) -> int:
     """Number of profiled layers of the configured model (``len(mlp_widths) - 1`` for the MLP)."""
     if cfg["model"] == "gpt":
-        return gpt_demo_config(cfg).num_profiled_layers
+        return _gpt_demo_config(cfg).num_profiled_layers
     widths = cfg["mlp_widths"]
     if isinstance(widths, str) or not isinstance(widths, list | tuple) or len(widths) < 2:
         raise ValueError(f"mlp_widths must be a list of at least 2 positive integers, got {widths!r}")
@@ -224,7 +224,7 @@ def validate_model_fit(cfg: Mapping[str, Any], num_layers: int) -> None:
 _PROFILE_SOURCES: tuple[str, ...] = ("measured", "analytic")
 
 
-def gpt_demo_config(cfg: Mapping[str, Any]) -> Any:
+def _gpt_demo_config(cfg: Mapping[str, Any]) -> Any:
     """The ``GPTConfig`` of the ``gpt_*`` knobs (``None`` knobs keep the preset's value)."""
     from bubblereduce import gpt
 
@@ -255,7 +255,7 @@ def _validate_model_knobs(cfg: Mapping[str, Any]) -> None:
             v = cfg.get(key)
             if v is not None and (not _is_int(v) or v < 1):
                 raise ValueError(f"{key} must be an integer >= 1 or None (the preset's value), got {v!r}")
-        gpt_demo_config(cfg)
+        _gpt_demo_config(cfg)
 
 
 def _analytic_profiles(cfg: Mapping[str, Any], printer: Printer) -> list[Any]:
@@ -266,7 +266,7 @@ def _analytic_profiles(cfg: Mapping[str, Any], printer: Printer) -> list[Any]:
     dev = cfg.get("device_preset", "h100-sxm")
     printer(f"analytic profiles of {cfg['model']} on {dev} at microbatch sizes {sizes}")
     if cfg["model"] == "gpt":
-        gcfg = gpt_demo_config(cfg)
+        gcfg = _gpt_demo_config(cfg)
         return [analytic.analytic_profile(gcfg, s, dev) for s in sizes]
     model, input_fn = _build_model(cfg)
     return [analytic.analytic_profile(model, s, dev, sample_input=input_fn(1)) for s in sizes]
@@ -277,7 +277,7 @@ def _memory_outputs(tmp: Path, cfg: Mapping[str, Any], profile: Any, printer: Pr
     memory.csv in ``tmp``; returns the summary sentences."""
     from bubblereduce import analytic, memory, plotting
 
-    gcfg = gpt_demo_config(cfg)
+    gcfg = _gpt_demo_config(cfg)
     size = int(profile.meta.microbatch_size)
     dtype = None if cfg.get("profile_source", "measured") == "analytic" else profile.meta.dtype
     counts = analytic.count_layers(gcfg, size, dtype=dtype)
@@ -353,7 +353,7 @@ def _build_model(cfg: Mapping[str, Any]) -> tuple[Any, Callable[[int], Any]]:
     if cfg["model"] == "gpt":
         from bubblereduce import gpt
 
-        gcfg = gpt_demo_config(cfg)
+        gcfg = _gpt_demo_config(cfg)
         return gpt.build_gpt(gcfg, seed=cfg["seed"]), lambda b: gpt.gpt_input(gcfg, b, seed=cfg["seed"])
     widths = [int(w) for w in cfg["mlp_widths"]]
     model = models.build_mlp(widths, seed=cfg["seed"])

@@ -539,7 +539,7 @@ def engine_check(
     comm_mode: str = "overlap",
     seed: int = 0,
     device_type: str = "cpu",
-    nice: int = 0,
+    malloc_steady: bool = False,
     timeout_s: float = 900.0,
     progress: Callable[[str], None] | None = None,
 ) -> list[EngineRow]:
@@ -557,8 +557,9 @@ def engine_check(
     model once (``profile_warmup``/``profile_repeats`` per layer) and then run
     ``steps_per_round`` timed steps of every configuration, so load changes
     hit all configurations and the profile alike. The profile used is, per
-    layer, the median over rounds, averaged over ranks; ``nice`` is passed to
-    ``run_ranks`` (worker scheduling niceness, 0 = unchanged);
+    layer, the median over rounds, averaged over ranks; rank r is pinned to
+    CPU r; ``malloc_steady`` applies ``engine_worker.steady_malloc`` in the
+    workers (off by default: the default allocator is what users run);
     ``timeout_s`` bounds it (seconds). Rows follow the order strategy,
     schedule, microbatches of the arguments. Raises ``ValueError`` for bad
     arguments and ``EngineError`` when a rank fails.
@@ -609,7 +610,8 @@ def engine_check(
     say(f"engine: {len(jobs)} configurations on {world} {('gloo' if device_type == 'cpu' else 'nccl')} "
         f"ranks: link ping-pong, {warmup_steps} warm-up step(s) each, then {rounds} rounds of "
         f"(profile at microbatch sizes {list(sizes)}, {steps_per_round} timed steps of each configuration)")
-    payloads = run_ranks(task, world, device_type=device_type, timeout_s=timeout_s, nice=nice)
+    payloads = run_ranks(task, world, device_type=device_type, timeout_s=timeout_s,
+                         malloc_steady=malloc_steady)
     link = _link_from_payload(payloads[0]["link"], say)
     say(f"engine: link latency {link.latency_s * 1e6:.1f} us, bandwidth {link.bandwidth_GBps:.2f} GB/s")
 

@@ -15,6 +15,7 @@ the public API.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
 import pickle
@@ -25,7 +26,7 @@ import threading
 import time
 import traceback
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -41,6 +42,7 @@ __all__ = [
     "run_ranks",
     "split_sequential",
     "stage_placement",
+    "steady_malloc",
     "LinkTask",
     "ProfileTask",
     "PipelineJob",
@@ -200,12 +202,12 @@ class PipelineTask:
     profile alike. A timed step is ``barrier → schedule.step → optimizer.step
     → zero_grad → barrier``; rank 0's wall time between the barriers is the
     step time. Each stage's forward/backward calls are also timed inside the
-    run (``inrun_*``, a diagnostic). Before the steps each rank measures, on
-    its own, the post-schedule work of its stages (gradient scaling by 1/m,
+    run (``inrun_*``, a diagnostic). Before each round's steps each rank
+    measures, on its own, the post-schedule work of its stages (gradient scaling by 1/m,
     ``SGD.step``, ``zero_grad``), each stage's gradient accumulation (one
     in-place add over its parameters) and the last stage's rank the loss
     forward and backward at the microbatch size: the overheads the prediction
-    adds (measured independently, never fitted). ``fail_rank`` makes that
+    adds (medians over rounds; measured independently, never fitted). ``fail_rank`` makes that
     rank raise and ``crash_rank`` exit abruptly after setup (tests use them).
     """
 
@@ -343,17 +345,23 @@ class _JobRunner:
         self.opt = torch.optim.SGD(self.params, lr=task.lr)
         self.holds_first = 0 in self.my_stages
         self.holds_last = num_stages - 1 in self.my_stages
-        mb = task.global_batch // m
+        self.task = task
         self.out: dict[str, Any] = {"stages": self.my_stages}
-        self.out["post_step_s"] = _time_post_step(self.params, self.opt, m, task.overhead_repeats)
-        self.out["accumulate_s"] = {
-            s: _time_accumulate(list(mod.parameters()), task.overhead_repeats) for s, mod in self.mods.items()
-        }
-        if self.holds_last:
-            self.out["loss_forward_s"], self.out["loss_backward_s"] = _time_loss(
-                tuple(target.shape[1:]), mb, task.overhead_repeats, device)
+        self.overheads: dict[str, list[float]] = {}
         self.step_s: list[float] = []
         self.loss = float("nan")
+
+    def measure_overheads(self) -> None:
+        """Time this rank's per-step overheads on their own (once per round, like the steps)."""
+        m, reps = self.job.microbatches, self.task.overhead_repeats
+        found = {"post_step_s": _time_post_step(self.params, self.opt, m, reps)}
+        for s, mod in self.mods.items():
+            found[f"accumulate_s{s}"] = _time_accumulate(list(mod.parameters()), reps)
+        if self.holds_last:
+            found["loss_forward_s"], found["loss_backward_s"] = _time_loss(
+                tuple(self.target.shape[1:]), self.task.global_batch // m, reps, self.device)
+        for key, value in found.items():
+            self.overheads.setdefault(key, []).append(value)
 
     def _step(self) -> list[torch.Tensor]:
         losses: list[torch.Tensor] = []
@@ -383,6 +391,7 @@ class _JobRunner:
     def timed_steps(self) -> None:
         if self.job.return_grads:
             return
+        self.measure_overheads()
         for _ in range(self.job.steps_per_round):
             self._one_training_step(timed=True)
 
@@ -403,6 +412,14 @@ class _JobRunner:
         self._record_loss(losses)
 
     def result(self) -> dict[str, Any]:
+        if not self.overheads:
+            self.measure_overheads()
+        med = {key: _median(values) for key, values in self.overheads.items()}
+        self.out["post_step_s"] = med["post_step_s"]
+        self.out["accumulate_s"] = {s: med[f"accumulate_s{s}"] for s in self.my_stages}
+        if self.holds_last:
+            self.out["loss_forward_s"] = med["loss_forward_s"]
+            self.out["loss_backward_s"] = med["loss_backward_s"]
         self.out["step_s"] = self.step_s
         self.out["inrun_s"] = {k: _median(v) for k, v in self.inrun.items() if v}
         if self.holds_last:
@@ -421,16 +438,37 @@ def _watch_parent(parent_pid: int) -> None:
             os._exit(1)
 
 
+def steady_malloc() -> bool:
+    """Keep freed memory in this process's heap (glibc ``mallopt``); True if applied.
+
+    By default glibc serves allocations above a dynamic threshold (at most
+    32 MiB) with a fresh ``mmap`` and unmaps them on free, so a weight gradient
+    that large is page-faulted in again on every microbatch's backward
+    (8192 faults for a 33.5 MB gradient); a per-layer profile does not see
+    this. Raising the mmap and trim thresholds serves them from a reused heap.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    ok = libc.mallopt(m_mmap_threshold, 1 << 30) == 1
+    return libc.mallopt(m_trim_threshold, (1 << 31) - 1) == 1 and ok
+
+
 def _worker_main(
     rank: int, world: int, port: int, backend: str, device_type: str, collective_timeout_s: float,
-    task: Any, results: Any, parent_pid: int, nice: int,
+    task: Any, results: Any, parent_pid: int, pin_cpus: bool, malloc_steady: bool,
 ) -> None:
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
-    if nice:
-        try:
-            os.nice(nice)
-        except OSError as exc:  # raising priority needs privileges; run at the default then
-            print(f"rank {rank}: os.nice({nice}) failed ({exc}); running at the default priority")
+    if malloc_steady and not steady_malloc():
+        print(f"rank {rank}: could not tune glibc malloc (not glibc?); running with the defaults")
+    if pin_cpus and hasattr(os, "sched_setaffinity"):
+        # one core per rank: left alone, the scheduler sometimes runs both ranks on one core
+        # and the pipeline serialises (bimodal step times, ~2x apart, on a busy machine)
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) >= world:
+            os.sched_setaffinity(0, {cpus[rank]})
     torch.set_num_threads(1)
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     initialized = False
@@ -459,6 +497,28 @@ def _worker_main(
                 pass
 
 
+def _failure_message(procs: Sequence[Any], results: Any, payloads: Mapping[int, Any], rank: int,
+                     trace: str, grace_s: float = 1.0) -> str:
+    """Name the root cause first: a rank that died without a report (its peers then fail with
+    "connection closed"), else the first rank that reported an error; then the others."""
+    errors = [(rank, trace)]
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        try:
+            status, r, payload = results.get(timeout=0.1)
+        except queue.Empty:
+            continue
+        if status == "error":
+            errors.append((r, payload))
+    reported = {r for r, _ in errors} | set(payloads)
+    dead = [r for r, p in enumerate(procs) if r not in reported and not p.is_alive() and p.exitcode]
+    parts = [f"rank {r} exited with code {procs[r].exitcode} without reporting a result" for r in dead]
+    parts += [f"rank {r} failed:\n{t}" for r, t in errors]
+    if len(parts) > 1:
+        parts[1:] = [f"then {part}" for part in parts[1:]]
+    return "\n".join(parts)
+
+
 def _stop_all(procs: Sequence[Any], grace_s: float = 3.0) -> None:
     for p in procs:
         if p.is_alive():
@@ -479,7 +539,8 @@ def run_ranks(
     device_type: str = "cpu",
     timeout_s: float = 300.0,
     collective_timeout_s: float = 60.0,
-    nice: int = 0,
+    pin_cpus: bool = True,
+    malloc_steady: bool = False,
 ) -> list[Any]:
     """Run ``task.run(rank, world, device)`` in ``world`` spawned processes; return payloads by rank.
 
@@ -487,9 +548,9 @@ def run_ranks(
     or NCCL (``"cuda"``, one GPU per rank), torch threads = 1 each.
     ``collective_timeout_s`` bounds every collective and point-to-point wait
     inside the ranks; ``timeout_s`` (seconds) bounds the whole run from the
-    parent's side. ``nice`` is added to each worker's scheduling niceness
-    (``os.nice``; negative raises priority, needs privileges, and only matters
-    on a CPU shared with other work). Raises ``EngineError`` naming the rank and carrying its
+    parent's side. With ``pin_cpus`` and at least
+    ``world`` usable CPUs, rank r is pinned to the r-th of them; with
+    ``malloc_steady`` each worker calls :func:`steady_malloc` first. Raises ``EngineError`` naming the rank and carrying its
     traceback when a rank raises, exits without a result, or the run times out;
     all children are terminated before this function returns or raises
     (including on ``KeyboardInterrupt``).
@@ -509,7 +570,7 @@ def run_ranks(
     procs = [
         ctx.Process(
             target=_worker_main,
-            args=(r, world, port, backend, device_type, collective_timeout_s, task, results, os.getpid(), nice),
+            args=(r, world, port, backend, device_type, collective_timeout_s, task, results, os.getpid(), pin_cpus, malloc_steady),
             daemon=True,
             name=f"bubblereduce-engine-rank{r}",
         )
@@ -540,7 +601,7 @@ def run_ranks(
                         f"rank {r} exited with code {procs[r].exitcode} without reporting a result"
                     ) from None
             if status == "error":
-                raise EngineError(f"rank {rank} failed:\n{payload}")
+                raise EngineError(_failure_message(procs, results, payloads, rank, payload))
             payloads[rank] = pickle.loads(payload)
         for p in procs:
             p.join(10.0)

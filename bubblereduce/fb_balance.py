@@ -589,6 +589,28 @@ def _verdict_lines(
         + (f" hurts under {', '.join(t.split(' (')[0] for t in verdict['hurts'])}."
            if verdict["hurts"] else " hurts under none.")
     )
+    if changed:
+        with_links = [c[base].makespan_s / c[a_name].makespan_s - 1 for c in changed]
+        free = [c[base].makespan_no_comm_s / c[a_name].makespan_no_comm_s - 1 for c in changed]
+        less = sum(c[a_name].boundary_bytes_total < c[base].boundary_bytes_total for c in changed)
+        more = sum(c[a_name].boundary_bytes_total > c[base].boundary_bytes_total for c in changed)
+        g_link, g_free = float(np.mean(with_links)), float(np.mean(free))
+        text = (
+            f"- Compute balance vs communication: in those {len(changed)} configurations the mean step-time gain of"
+            f" alpha = {alpha:g} is {_pct(g_link)} with the links and {_pct(g_free)} on free links (the same partitions,"
+            f" no transfer time; faster in {sum(g > tol for g in free)}, slower in {sum(g < -tol for g in free)});"
+            f" its cuts move less boundary traffic in {less} and more in {more} of them"
+        )
+        if abs(g_link) > tol and abs(g_free) < abs(g_link) / 2:
+            text += (", so most of the difference comes from where the moved cut falls on the links,"
+                     " not from balancing forward and backward compute.")
+        elif g_free > tol:
+            text += f", so alpha = {alpha:g} also helps the compute alone."
+        elif g_free < -tol:
+            text += f", so alpha = {alpha:g} unbalances the compute itself."
+        else:
+            text += "."
+        out.append(text)
     if not has_ref:
         return out
     best = {s: _best_alpha(_mean_gaps(cells, s, alphas)) for s in schedules}

@@ -57,6 +57,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bubblereduce.schedule_search import stages_per_device_for
 from bubblereduce.schedules import NEEDS_W, SCHEDULES, build_order
 from bubblereduce.simulate import SimResult, simulate, stage_comm_seconds
 
@@ -71,27 +72,10 @@ __all__ = [
     "OnlineController",
     "parts_from_cuts",
     "cuts_from_parts",
-    "stages_per_device_for",
 ]
 
 SCENARIOS: tuple[str, ...] = ("jitter", "drift", "straggler")
 PLANNERS: tuple[str, ...] = ("schedule_aware", "dp_min_max")
-
-# schedules that place two stages on each device (semantics §3)
-_TWO_STAGES_PER_DEVICE = frozenset({"interleaved-1f1b", "zbv", "dualpipev"})
-
-
-def stages_per_device_for(schedule: str) -> int:
-    """Model stages per device that the online experiment uses for ``schedule``.
-
-    Returns 2 for the interleaved and V-shape schedules (``interleaved-1f1b``,
-    ``zbv``, ``dualpipev``) and 1 otherwise. Raises ``ValueError`` for a name not
-    in ``bubblereduce.schedules.SCHEDULES``.
-    """
-    if schedule not in SCHEDULES:
-        raise ValueError(f"unknown schedule {schedule!r}; known schedules: {', '.join(SCHEDULES)}")
-    return 2 if schedule in _TWO_STAGES_PER_DEVICE else 1
-
 
 @dataclass(frozen=True)
 class OnlineConfig:
@@ -355,9 +339,9 @@ class PipelineModel:
             return self._cache["compiled"]
         compiled = None
         try:
-            from bubblereduce.schedule_search import _CompiledOrder
+            from bubblereduce.schedule_search import CompiledOrder
 
-            compiled = _CompiledOrder(self._order(), self.cfg.num_stages, "overlap")
+            compiled = CompiledOrder(self._order(), self.cfg.num_stages, "overlap")
             # self-check against simulate on heterogeneous rows of a valid partition
             rng = np.random.default_rng(12345)
             p, n = self.cfg.num_stages, self.num_blocks

@@ -41,6 +41,7 @@ from bubblereduce.schedules import NEEDS_W, SCHEDULES, build_order
 from bubblereduce.simulate import SimResult, simulate
 
 __all__ = [
+    "CompiledOrder",
     "ScheduleAwareReport",
     "makespan_lower_bound",
     "schedule_aware",
@@ -144,7 +145,7 @@ def stages_per_device_for(schedule: str, stages_per_device: int | None = None) -
 # W[3S:4S], C[4S:5S-1] (boundary s -> s+1), then one zero slot at 5S-1.
 
 
-class _CompiledOrder:
+class CompiledOrder:
     """A static order as a DAG in topological levels, timed for many cost vectors at once."""
 
     def __init__(self, order: Sequence[Sequence[tuple[str, int, int]]], num_stages: int, comm_mode: str):
@@ -414,7 +415,7 @@ def _seed_cuts(blocks: _Blocks, num_stages: int) -> list[tuple[int, ...]]:
 class _Search:
     """Evaluation bookkeeping shared by the exhaustive and the local search."""
 
-    def __init__(self, blocks: _Blocks, compiled: _CompiledOrder | None, sim_eval: Callable[[tuple[int, ...]], tuple[float, float]]):
+    def __init__(self, blocks: _Blocks, compiled: CompiledOrder | None, sim_eval: Callable[[tuple[int, ...]], tuple[float, float]]):
         self.blocks = blocks
         self.compiled = compiled
         self.sim_eval = sim_eval
@@ -682,10 +683,10 @@ def schedule_aware_report(
         return report((), "exhaustive", "simulate", 1, 0)
 
     seeds = _seed_cuts(blocks, S)
-    compiled: _CompiledOrder | None
+    compiled: CompiledOrder | None
     try:
         # without communication both modes time alike, and "blocking" needs no transfer nodes
-        compiled = _CompiledOrder(build_order(schedule, S, m, v), S, comm_mode if ca.any() else "blocking")
+        compiled = CompiledOrder(build_order(schedule, S, m, v), S, comm_mode if ca.any() else "blocking")
     except ValueError:  # simulate accepted this order above, so time it with simulate
         compiled = None
     if compiled is not None:
@@ -793,6 +794,6 @@ def makespan_lower_bound(
         raise ValueError(f"comm_mode must be one of {_COMM_MODES}, got {comm_mode!r}")
     m = _check_int("microbatches", microbatches, 1)
     v = _check_int("stages_per_device", stages_per_device, 1)
-    compiled = _CompiledOrder(build_order(schedule, S, m, v), S, comm_mode)
+    compiled = CompiledOrder(build_order(schedule, S, m, v), S, comm_mode)
     cv = np.concatenate((fa, ba, np.maximum(ba - wa, 0.0), wa, ca, [0.0]))[None, :]
     return float(compiled.lower_bound(cv)[0])

@@ -7,6 +7,7 @@ import csv
 import functools
 import math
 import multiprocessing
+import signal
 import time
 
 import numpy as np
@@ -306,7 +307,7 @@ def test_engine_check_timing_path_runs(tmp_path) -> None:  # type: ignore[no-unt
     rows = engine_check(
         tiny_mlp, {"uniform": [(0, 3), (3, 6)], "dp_min_max": [(0, 4), (4, 6)]}, ["gpipe", "1f1b"], [2, 4],
         16, warmup_steps=1, rounds=2, steps_per_round=2, profile_warmup=0, profile_repeats=1,
-        link_sizes_bytes=(4096, 4 << 20),
+        link_sizes_bytes=(4096, 4 << 20), malloc_steady=True,
         progress=lines.append,
     )
     assert [(r.strategy, r.schedule, r.microbatches) for r in rows] == [
@@ -327,8 +328,9 @@ def test_engine_check_timing_path_runs(tmp_path) -> None:  # type: ignore[no-unt
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("kwargs", "pattern"),
-    [({"_fail_rank": 1}, r"rank 1 failed:(.|\n)*injected failure on rank 1"),
-     ({"_crash_rank": 0}, r"rank 0 exited with code 3 without reporting")],
+    [({"_fail_rank": 1}, r"^rank 1 failed:(.|\n)*injected failure on rank 1"),
+     ({"_crash_rank": 0}, r"^rank 0 exited with code 3 without reporting"),
+     ({"_crash_rank": 1}, r"^rank 1 exited with code 3 without reporting")],
 )
 def test_failing_rank_raises_quickly_and_leaves_no_workers(kwargs: dict, pattern: str) -> None:
     t0 = time.monotonic()
@@ -337,4 +339,23 @@ def test_failing_rank_raises_quickly_and_leaves_no_workers(kwargs: dict, pattern
                      collective_timeout_s=60, timeout_s=60, **kwargs)
     # well under the 60 s collective timeout: the parent did not wait for the survivor
     assert time.monotonic() - t0 < 30
+    assert multiprocessing.active_children() == []
+
+
+@pytest.mark.slow
+def test_interrupt_in_parent_stops_all_workers() -> None:
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 4.0)  # mid-run: the steps below would take minutes
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_pipeline(tiny_mlp, [(0, 3), (3, 6)], "gpipe", microbatches=2, global_batch=8,
+                         warmup_steps=0, measure_steps=1_000_000)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0.0)
+        signal.signal(signal.SIGALRM, previous)
+    assert time.monotonic() - t0 < 20
     assert multiprocessing.active_children() == []

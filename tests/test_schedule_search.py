@@ -244,13 +244,13 @@ def test_single_stage_and_one_block_per_stage():
 def test_fallback_to_simulate_when_compiled_evaluator_disagrees(monkeypatch):
     f, b, comm = _random_instance(2, 8)
     good = schedule_aware_report(f, b, comm, 3, "1f1b", 4)
-    original = ss._CompiledOrder.time
+    original = ss.CompiledOrder.time
 
     def broken(self, cv):
         mk, sec = original(self, cv)
         return mk * 0.5, sec
 
-    monkeypatch.setattr(ss._CompiledOrder, "time", broken)
+    monkeypatch.setattr(ss.CompiledOrder, "time", broken)
     rep = schedule_aware_report(f, b, comm, 3, "1f1b", 4)
     assert rep.evaluator == "simulate"
     assert rep.partition == good.partition and rep.makespan_s == good.makespan_s
@@ -295,7 +295,7 @@ def test_compiled_order_and_lower_bound_match_simulator(case, mode, seed, with_c
     comm = rng.uniform(0.0, 2.0, S - 1) * f.max() * with_comm
     needs_w = any(k in ("I", "W") for dev in build_order(name, S, m, v) for k, _, _ in dev)
     res = simulate(name, f, b, m, comm=comm, comm_mode=mode, w=w if needs_w else None, stages_per_device=v)
-    compiled = ss._CompiledOrder(build_order(name, S, m, v), S, mode)
+    compiled = ss.CompiledOrder(build_order(name, S, m, v), S, mode)
     ww = w if needs_w else np.zeros(S)
     cv = np.concatenate((f, b, b - ww, ww, comm, [0.0]))[None, :]
     mk, ends = compiled.time(cv)
@@ -320,7 +320,7 @@ def test_compiled_order_matches_reference_simulator():
             ref = reference_simulate(name, f, b, m, comm=comm, comm_mode=mode, w=w if needs_w else None, stages_per_device=v)
             ww = w if needs_w else np.zeros(S)
             cv = np.concatenate((f, b, b - ww, ww, comm, [0.0]))[None, :]
-            mk, _ = ss._CompiledOrder(build_order(name, S, m, v), S, mode).time(cv)
+            mk, _ = ss.CompiledOrder(build_order(name, S, m, v), S, mode).time(cv)
             assert mk[0] == pytest.approx(ref.makespan, rel=REL), (name, S, m, mode)
 
 
@@ -344,7 +344,7 @@ def test_pruning_bound_on_partitions_is_valid(seed, schedule, mode):
     m = int(rng.integers(1, 10))
     f, b, comm = rng.uniform(0.1, 2, n), rng.uniform(0.1, 3, n), rng.uniform(0, 1, n)
     blocks = ss._Blocks(f, b, None, comm, p)
-    compiled = ss._CompiledOrder(build_order(schedule, p, m, 1), p, mode)
+    compiled = ss.CompiledOrder(build_order(schedule, p, m, 1), p, mode)
     cuts = np.array(sorted(rng.choice(np.arange(1, n), p - 1, replace=False)))[None, :]
     lb = compiled.lower_bound(blocks.cost_vectors(cuts))[0]
     edges = [0, *cuts[0].tolist(), n]

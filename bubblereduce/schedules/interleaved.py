@@ -69,11 +69,10 @@ def interleaved_1f1b(num_devices: int, microbatches: int, stages_per_device: int
     if v == 1:
         return one_f_one_b(p, m, 1)
     r, ops = interleaved_round_size(p, m), m * v
-    order: Order = []
-    for d, virtual in enumerate(expand_lists(_virtual_runs(p, m, v), ops)):
-        # virtual action (kind, d, k): the device's k-th forward or backward -> (stage, microbatch)
-        order.append([(kind, *_stage_and_microbatch(kind == "B", d, k, p, v, r)) for kind, _, k in virtual])
-    return order
+    # a device's k-th forward / backward as (stage - device, microbatch): the same on every device
+    slot = {kind: [_stage_and_microbatch(kind == "B", 0, k, p, v, r) for k in range(ops)] for kind in "FB"}
+    virtual = expand_lists(_virtual_runs(p, m, v), ops)  # (kind, device, k) per device
+    return [[(kind, slot[kind][k][0] + d, slot[kind][k][1]) for kind, d, k in dev] for dev in virtual]
 
 
 def interleaved_1f1b_arrays(num_devices: int, microbatches: int, stages_per_device: int = 2) -> OrderArrays:

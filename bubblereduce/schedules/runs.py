@@ -50,16 +50,18 @@ class Runs:
 def expand_lists(devices: Sequence[Runs], microbatches: int) -> Order:
     """The order as one ``(kind, stage, microbatch)`` list per device, microbatches in ``0..m-1`` only."""
     m = microbatches
-    return [
-        [
-            (kind, stage, first + r)
-            for count, pattern in dev.runs
-            for r in range(count)
-            for kind, stage, first in pattern
-            if 0 <= first + r < m
-        ]
-        for dev in devices
-    ]
+    order: Order = []
+    for dev in devices:
+        actions: list[Action] = []
+        for count, pattern in dev.runs:
+            firsts = [first for _, _, first in pattern]
+            if min(firsts) >= 0 and max(firsts) + count <= m:  # nothing to clip: skip the test
+                actions += [(kind, stage, first + r) for r in range(count) for kind, stage, first in pattern]
+            else:
+                actions += [(kind, stage, first + r) for r in range(count) for kind, stage, first in pattern
+                            if 0 <= first + r < m]
+        order.append(actions)
+    return order
 
 
 def expand_arrays(devices: Sequence[Runs], microbatches: int) -> OrderArrays:
