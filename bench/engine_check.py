@@ -33,8 +33,8 @@ num_stages = 2  # = processes (one per core)
 block_n = 1  # layers per partition block
 plan_microbatches = 4  # partitions are planned on the profile at global_batch / plan_microbatches
 warmup_steps = 1  # untimed steps per configuration
-rounds = 3  # rounds of (profile once, steps_per_round timed steps of every configuration)
-steps_per_round = 3
+rounds = 5  # rounds of (profile once, steps_per_round timed steps of every configuration)
+steps_per_round = 2
 profile_repeats = 3  # timed repeats per layer in each round's profile
 comm_mode = "overlap"
 malloc_steady = False  # True: workers keep freed memory in the heap (see engine_worker.steady_malloc)

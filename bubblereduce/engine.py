@@ -1,17 +1,20 @@
 """Real-engine check: run a partition on torch.distributed.pipelining and hold the simulator to it.
 
 One process per pipeline rank (gloo on CPU, NCCL on GPU, torch threads = 1
-each), launched by ``bubblereduce.engine_worker.run_ranks`` on 127.0.0.1.
-``engine_check`` runs, in one launch:
+each, rank r pinned to CPU r), launched by
+``bubblereduce.engine_worker.run_ranks`` on 127.0.0.1. ``engine_check`` runs,
+in one launch:
 
 1. a gloo send/recv ping-pong at a few message sizes, fitted to
    ``one_way_s = latency_s + bytes / (bandwidth_GBps * 1e9)``;
-2. a layer profile of the whole model at every microbatch size, measured in
-   every rank at once (threads = 1, one busy process per core, as in the run);
-3. every (partition, schedule, microbatch count): warm-up steps, then timed
-   training steps (MSE loss to a fixed target, SGD); the step time is rank 0's
-   wall time between a barrier before and after ``schedule.step`` + the
-   optimizer step.
+2. warm-up steps of every (partition, schedule, microbatch count);
+3. ``rounds`` rounds, each: a layer profile of the whole model at every
+   microbatch size, measured in every rank at once (threads = 1, one busy
+   process per core, as in the run); the per-step overheads of every
+   configuration, timed on their own; then timed training steps of every
+   configuration (MSE loss to a fixed target, SGD). A step time is rank 0's
+   wall time between a barrier before ``schedule.step`` and one after the
+   optimizer step. Interleaving spreads load changes over all of them.
 
 The prediction simulates the same partition, schedule and microbatch count
 (``bubblereduce.simulate``, ``comm_mode="overlap"`` by default) with per-stage
@@ -19,7 +22,8 @@ costs summed from the profile, the MSE loss's forward/backward added to the
 last stage, each stage's gradient accumulation (an in-place add over its
 parameters, done by every microbatch after the first) added to its backward,
 boundary transfers from the measured link, and each rank's post-schedule work (gradient scaling by 1/m, ``SGD.step``, ``zero_grad``),
-measured on its own in that rank, added after that rank's last action:
+measured on its own in that rank, added after that rank's last action
+(overheads: medians over rounds; profile: median over rounds, mean over ranks):
 ``predicted_s = max_d(end_d + post_step_s[d])``. ``predicted_sim_s`` is the
 plain simulator makespan without that last term. Nothing is fitted to the
 measured step times.

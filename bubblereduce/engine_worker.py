@@ -133,6 +133,7 @@ class LinkTask:
     repeats: int = 15
 
     def run(self, rank: int, world: int, device: torch.device) -> dict[str, Any]:
+        """Median one-way seconds per size (rank 0's view; other ranks only join the barriers)."""
         one_way_s: list[float] = []
         for size in self.sizes_bytes:
             buf = torch.zeros(max(1, size // 4), dtype=torch.float32, device=device)
@@ -165,6 +166,7 @@ class ProfileTask:
     seed: int = 0
 
     def run(self, model: nn.Sequential, device: torch.device) -> dict[int, Any]:
+        """``{microbatch_size: ModelProfile}`` of ``model`` (threads = 1), inputs drawn with ``seed``."""
         from bubblereduce.profile import profile_sequential
 
         gen = torch.Generator().manual_seed(self.seed)
@@ -224,6 +226,7 @@ class PipelineTask:
     crash_rank: int | None = None
 
     def run(self, rank: int, world: int, device: torch.device) -> dict[str, Any]:
+        """``{"jobs": {key: this rank's measurements}, "profiles": [per-round profiles]}``."""
         gen = torch.Generator().manual_seed(self.seed)
         x = torch.randn((self.global_batch, *self.input_shape), generator=gen)
         model = self.model_fn().to(device)
