@@ -18,6 +18,7 @@ Every constant between the rulers below can be overridden as ``--key=value``;
 
 import sys
 
+from bubblereduce.config import script_knobs
 from bubblereduce.demo import cli_main
 from bubblereduce.models import DEFAULT_MLP_WIDTHS
 from bubblereduce.schedules import SCHEDULES
@@ -66,13 +67,11 @@ out_dir = "figs"
 engine_check = False  # also run the partitions on torch.distributed.pipelining (slow)
 # -----------------------------------------------------------------------------
 
-KNOBS = [k for k in dict(globals()) if not k.startswith("_") and k not in ("sys", "cli_main", "SCHEDULES", "DEFAULT_MLP_WIDTHS")]
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the demo with ``--key=value`` overrides from ``argv`` (default: the command line); return the exit code."""
-    defaults = {k: globals()[k] for k in KNOBS}
-    return cli_main(defaults, sys.argv[1:] if argv is None else argv)
+    return cli_main(script_knobs(globals()), sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,8 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["ConfigError", "resolve_config", "format_config", "config_help", "run_main"]
+__all__ = [
+    "script_knobs","ConfigError", "resolve_config", "format_config", "config_help", "run_main"]
 
 _TRUE = {"True", "true", "1"}
 _FALSE = {"False", "false", "0"}
@@ -233,3 +234,17 @@ def run_main(main: Callable[[], int | None]) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     return 0 if status is None else int(status)
+
+
+_KNOB_TYPES = (type(None), bool, int, float, str, list, tuple)
+
+
+def script_knobs(namespace: Mapping[str, Any]) -> dict[str, Any]:
+    """The config block of a script: its module-level constants, in definition order.
+
+    Takes the script's ``globals()`` and keeps public names bound to plain values
+    (None, bool, int, float, str, list, tuple); modules, functions, classes,
+    UPPER_CASE names (imported constants) and names starting with ``_`` are left out.
+    """
+    return {k: v for k, v in namespace.items()
+            if not k.startswith("_") and not k.isupper() and isinstance(v, _KNOB_TYPES)}

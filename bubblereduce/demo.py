@@ -494,7 +494,6 @@ def write_outputs(
     uniform and the best strategy at the representative configuration, profile.json,
     config.json, env.json and summary.txt.
     """
-    from bubblereduce.profile import save_profiles
 
     extra = {
         "global_batch": int(cfg["global_batch"]),
@@ -517,11 +516,7 @@ def write_outputs(
         latency_s=float(cfg["latency_s"]),
         comm_mode=str(cfg["comm_mode"]),
     )
-    save_profiles(tmp / "profile.json", list(profiles))
-    io_mod.write_json(tmp / "config.json", dict(cfg))
-    io_mod.write_json(tmp / "env.json", io_mod.environment_info())
-    io_mod.atomic_write_text(tmp / "summary.txt", "\n".join(summary) + "\n")
-    names += ["profile.json", "config.json", "env.json", "summary.txt"]
+    names += io_mod.write_run_record(tmp, config=cfg, summary="\n".join(summary), profiles=profiles)
     return names
 
 

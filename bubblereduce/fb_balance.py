@@ -676,7 +676,6 @@ def write_outputs(
     profile.json, config.json, env.json and summary.txt.
     """
     from bubblereduce import plotting
-    from bubblereduce.profile import save_profiles
 
     alpha = float(cfg["alpha"])
     a_name, base = alpha_label(alpha), alpha_label(1.0)
@@ -757,11 +756,7 @@ def write_outputs(
     )
     names.append("alpha_sweep.png")
 
-    save_profiles(tmp / "profile.json", list(profiles))
-    io_mod.write_json(tmp / "config.json", dict(cfg))
-    io_mod.write_json(tmp / "env.json", io_mod.environment_info())
-    io_mod.atomic_write_text(tmp / "summary.txt", "\n".join(summary) + "\n")
-    names += ["profile.json", "config.json", "env.json", "summary.txt"]
+    names += io_mod.write_run_record(tmp, config=cfg, summary="\n".join(summary), profiles=profiles)
     return names
 
 

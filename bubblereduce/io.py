@@ -35,6 +35,7 @@ __all__ = [
     "to_jsonable",
     "format_cell",
     "environment_info",
+    "write_run_record",
     "chrome_trace",
     "check_writable_dir",
     "StagedOutput",
@@ -172,6 +173,28 @@ def write_json(path: PathLike, obj: Any, *, indent: int | None = 2) -> None:
         raise ValueError(f"cannot write '{path}': {exc}") from exc
     text = json.dumps(plain, indent=indent, allow_nan=False, ensure_ascii=False)
     atomic_write_text(path, text + "\n")
+
+
+def write_run_record(folder: str | Path, *, config: Mapping[str, Any], summary: str,
+                     profiles: Sequence[Any] = ()) -> list[str]:
+    """Write what makes a run reproducible and quotable next to its results.
+
+    Writes ``profile.json`` (when ``profiles`` is non-empty: ``ModelProfile`` objects,
+    reloadable with ``--profile_path``), ``config.json`` (the resolved config),
+    ``env.json`` (:func:`environment_info`) and ``summary.txt`` into ``folder``;
+    returns the file names written, in that order.
+    """
+    from .profile import save_profiles  # profile imports this module
+
+    folder = Path(folder)
+    names = []
+    if profiles:
+        save_profiles(folder / "profile.json", list(profiles))
+        names.append("profile.json")
+    write_json(folder / "config.json", dict(config))
+    write_json(folder / "env.json", environment_info())
+    atomic_write_text(folder / "summary.txt", summary if summary.endswith("\n") else summary + "\n")
+    return names + ["config.json", "env.json", "summary.txt"]
 
 
 def environment_info() -> dict[str, Any]:

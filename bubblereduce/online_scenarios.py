@@ -19,9 +19,10 @@ every policy's partition is simulated on them. Policies:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -39,6 +40,8 @@ from bubblereduce.partition import dp_min_max
 from bubblereduce.schedule_search import schedule_aware, stages_per_device_for
 
 __all__ = [
+    "run_online",
+    "cli_main",
     "POLICIES",
     "scenario_series",
     "plan_partition",
@@ -563,3 +566,84 @@ def write_figures(runs: Sequence[ScenarioRun], cfg: OnlineConfig, out_dir: str |
         names += [f"makespan_timeseries{suffix}.png", f"bubble_timeseries{suffix}.png",
                   f"makespan_rolling{suffix}.png"]
     return names
+
+
+def _print_flush(line: str) -> None:
+    print(line, flush=True)
+
+
+def run_online(cfg_dict: Mapping[str, Any], printer: Callable[[str], None] = _print_flush) -> str:
+    """Run ``online_adjust.py`` for its resolved config: profile (or load), run every
+    scenario, policy and seed, write ``out_dir``; return the summary text.
+
+    Raises ``ValueError`` for bad input; outputs are staged, so a failed run leaves
+    nothing in ``out_dir``.
+    """
+    import dataclasses
+    import time
+
+    from bubblereduce.io import StagedOutput, write_csv, write_run_record
+    from bubblereduce.online import OnlineConfig, model_from_blocks
+    from bubblereduce.profile import group_blocks, load_profiles, profile_for_size
+
+    t0 = time.perf_counter()
+    fields = {f.name for f in dataclasses.fields(OnlineConfig)}
+    cfg = OnlineConfig(**{k: (tuple(v) if k == "scenarios" else v) for k, v in cfg_dict.items() if k in fields})
+    if cfg_dict["plot_scenario"] not in cfg.scenarios:
+        raise ValueError(f"plot_scenario {cfg_dict['plot_scenario']!r} is not among scenarios {list(cfg.scenarios)}")
+    for key in ("mlp_repeats", "microbatch_size", "block_n", "profile_threads", "profile_repeats"):
+        if cfg_dict[key] < 1:
+            raise ValueError(f"{key} must be >= 1, got {cfg_dict[key]!r}")
+
+    if cfg_dict["profile_path"] is not None:
+        profiles = load_profiles(str(cfg_dict["profile_path"]))
+        prof = profiles[0] if len(profiles) == 1 else profile_for_size(profiles, cfg_dict["microbatch_size"])
+        source = f"profile loaded from {cfg_dict['profile_path']}"
+    else:
+        from bubblereduce.models import DEFAULT_MLP_WIDTHS, build_mlp, mlp_input
+        from bubblereduce.profile import profile_sequential
+
+        widths = DEFAULT_MLP_WIDTHS + DEFAULT_MLP_WIDTHS[1:] * (cfg_dict["mlp_repeats"] - 1)
+        printer(f"profiling an MLP of {len(widths) - 1} layers at microbatch size {cfg_dict['microbatch_size']} ...")
+        prof = profile_sequential(
+            build_mlp(widths, seed=0), mlp_input(cfg_dict["microbatch_size"], widths[0], seed=0),
+            warmup=cfg_dict["profile_warmup"], repeats=cfg_dict["profile_repeats"],
+            threads=cfg_dict["profile_threads"], model_name=f"mlp x{cfg_dict['mlp_repeats']}",
+        )
+        source = (f"profiled now: default MLP widths chained x{cfg_dict['mlp_repeats']} ({len(widths) - 1} layers), "
+                  f"microbatch {cfg_dict['microbatch_size']}, {prof.meta.threads} thread(s), median of "
+                  f"{cfg_dict['profile_repeats']}")
+    blocks = group_blocks(prof, block_n=cfg_dict["block_n"])
+    model = model_from_blocks(blocks, cfg)
+    printer(f"{source}; {blocks.num_blocks} blocks, f+b per microbatch "
+            f"{1e3 * float(model.forward_s.sum() + model.backward_s.sum()):.2f} ms ({time.perf_counter() - t0:.1f} s)")
+
+    runs = run_experiment(model, progress=printer)
+    summary = summarize(runs, cfg)
+    cap = runs[0].capacity_bytes
+    cap_note = ("1.5 x the static plan's largest device" if cfg.device_memory_bytes == 0 else "device_memory_bytes")
+    text = summary_text(summary, cfg, model_note=(
+        f"model: {source}; {blocks.num_blocks} blocks; memory guard capacity {cap / 1e9:.3f} GB per device "
+        f"({cap_note}) x {cfg.mem_threshold_ratio:g}"))
+    with StagedOutput(cfg_dict["out_dir"]) as tmp:
+        write_csv(tmp / "online_vs_static.csv", CSV_HEADER, csv_rows(runs))
+        write_figures(runs, cfg, tmp, cfg_dict["plot_scenario"])
+        write_run_record(tmp, config=cfg_dict, summary=text, profiles=[prof])
+    printer(text)
+    printer(f"wrote {cfg_dict['out_dir']}/ (online_vs_static.csv, figures, summary.txt, config.json, env.json, "
+            f"profile.json) in {time.perf_counter() - t0:.1f} s")
+    return text
+
+
+def cli_main(defaults: Mapping[str, Any], argv: Sequence[str], printer: Callable[[str], None] = _print_flush) -> int:
+    """Resolve ``--key=value`` overrides of ``defaults``, print them, run; return the exit code
+    (2 with one ``error:`` line for bad input, see ``config.run_main``)."""
+    from bubblereduce.config import format_config, resolve_config, run_main
+
+    def main() -> int:
+        cfg = resolve_config(dict(defaults), list(argv))
+        printer(format_config(cfg))
+        run_online(cfg, printer)
+        return 0
+
+    return run_main(main)

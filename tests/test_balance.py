@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 import balance as script
 from bubblereduce import fb_balance as fb
 from bubblereduce import models
+from bubblereduce.config import script_knobs
 from bubblereduce.partition import dp_min_max
 from bubblereduce.profile import load_profiles, profile_microbatch_sizes, save_profiles
 from bubblereduce.schedules import SCHEDULES
@@ -258,10 +259,10 @@ def test_help_lists_every_knob(capsys: pytest.CaptureFixture) -> None:
         script.main(["--help"])
     assert exc.value.code == 0
     text = capsys.readouterr().out
-    for key in script.KNOBS:
+    for key in script_knobs(vars(script)):
         assert f"--{key}" in text
     assert {"alpha", "alphas", "num_stages", "block_n", "out_dir", "schedules", "bandwidths_GBps",
-            "microbatches", "profile_path"} <= set(script.KNOBS)
+            "microbatches", "profile_path"} <= set(script_knobs(vars(script)))
     assert script.alpha == 2.0 and script.out_dir == "figs_fb" and script.threads == 1
     assert {0.0, 0.5, 1.0, 1.25, 1.5, 2.0, 3.0} <= set(script.alphas)
 

@@ -190,3 +190,15 @@ def test_run_main_status_and_bugs_propagate(capsys: pytest.CaptureFixture[str]) 
 
     with pytest.raises(KeyError):
         run_main(bug)
+
+
+def test_script_knobs_keeps_plain_lowercase_constants_only():
+    import math as some_module
+
+    from bubblereduce.config import script_knobs
+
+    ns = {"num_stages": 4, "alpha": 1.5, "name": "x", "flag": True, "none": None, "widths": [1, 2],
+          "pair": (1, 2), "SCHEDULES": ("a",), "_private": 1, "mod": some_module, "fn": script_knobs,
+          "cls": int}
+    assert script_knobs(ns) == {"num_stages": 4, "alpha": 1.5, "name": "x", "flag": True, "none": None,
+                                "widths": [1, 2], "pair": (1, 2)}

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 import pipeline_partition_demo as script
 from bubblereduce import experiment as ex
 from bubblereduce import models
+from bubblereduce.config import script_knobs
 from bubblereduce.profile import load_profiles, profile_microbatch_sizes, save_profiles
 from bubblereduce.schedules import NEEDS_W, SCHEDULES
 
@@ -284,7 +285,7 @@ def test_help_lists_every_knob(capsys: pytest.CaptureFixture) -> None:
         script.main(["--help"])
     assert info.value.code == 0
     text = capsys.readouterr().out
-    for key in script.KNOBS:
+    for key in script_knobs(vars(script)):
         assert f"--{key}" in text
 
 
