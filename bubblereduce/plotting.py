@@ -65,6 +65,16 @@ def time_unit(max_s: float) -> tuple[str, float]:
     return "µs", 1e6
 
 
+def _finish(fig: Figure, ax: Axes, path: PathLike, *, xlabel: str, ylabel: str, title: str) -> None:
+    """Label a line plot's axes, grid it, put the legend outside the data, and save it."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(color="#CCCCCC", linewidth=0.5, alpha=0.7)
+    _legend_right(fig, ax)
+    _save(fig, path)
+
+
 def _save(fig: Figure, path: PathLike) -> None:
     suffix = Path(path).suffix.lower().lstrip(".") or "png"
     if suffix not in ("png", "svg", "pdf"):
@@ -339,12 +349,7 @@ def plot_lines(x: Sequence[float], series: Mapping[str, Sequence[float]], path: 
         ax.xaxis.set_major_locator(FixedLocator(x))
         ax.set_xticklabels([f"{v:g}" for v in x] if xticklabels is None else list(xticklabels))
         ax.xaxis.set_minor_locator(NullLocator())
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
-    ax.grid(color="#CCCCCC", linewidth=0.5, alpha=0.7)
-    _legend_right(fig, ax)
-    _save(fig, path)
+    _finish(fig, ax, path, xlabel=xlabel, ylabel=ylabel, title=title)
 
 
 def plot_stage_loads(forward_s: Sequence[float], backward_s: Sequence[float], path: PathLike, *,
@@ -439,12 +444,7 @@ def plot_timeseries(steps: Sequence[float], series: Mapping[str, Sequence[float]
             ax.axvline(float(s), color=color, linestyle=style, linewidth=1.0, zorder=2)
         ax.add_line(Line2D([], [], color=color, linestyle=style, linewidth=1.0,
                            label=f"{event} ({len(where)})"))
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
-    ax.grid(color="#CCCCCC", linewidth=0.5, alpha=0.7)
-    _legend_right(fig, ax)
-    _save(fig, path)
+    _finish(fig, ax, path, xlabel=xlabel, ylabel=ylabel, title=title)
 
 
 def plot_stage_memory(reports: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: PathLike, *,

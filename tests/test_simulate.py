@@ -77,7 +77,7 @@ def test_one_f_one_b_structure(p: int, m: int) -> None:
 
 @pytest.mark.parametrize("fn", [gpipe, one_f_one_b])
 def test_basic_orders_reject_bad_args(fn) -> None:
-    with pytest.raises(ValueError, match="stages_per_device must be 1, got 2"):
+    with pytest.raises(ValueError, match="stages_per_device must be exactly 1, got 2"):
         fn(4, 8, 2)
     with pytest.raises(ValueError, match="num_devices must be an integer >= 1, got 0"):
         fn(0, 8, 1)
@@ -381,7 +381,7 @@ F3, B3 = [1.0] * 3, [2.0] * 3
         (dict(w=[1.0, 3.0, 1.0]), ValueError, r"w\[1\] = 3.0 exceeds b\[1\] = 2.0; need 0 <= w <= b"),
         (dict(comm_mode="async"), ValueError, r"comm_mode must be one of \('overlap', 'blocking'\), got 'async'"),
         (dict(f=1.0, b=2.0), ValueError, r"f, b \(and w\) are all scalars: pass per-stage arrays"),
-        (dict(stages_per_device=3), ValueError, r"stages_per_device must be 1, got 3"),
+        (dict(stages_per_device=3), ValueError, r"stages_per_device must be exactly 1, got 3"),
         (dict(schedule="zb-h1"), ValueError, r"schedule 'zb-h1' splits the backward into I and W: pass w"),
     ],
 )

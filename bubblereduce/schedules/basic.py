@@ -11,20 +11,9 @@ Orders only; ``bubblereduce.simulate`` times them. For p = 3 devices, m = 4 micr
 from __future__ import annotations
 
 from bubblereduce.schedules import Order
-from bubblereduce.schedules.runs import OrderArrays, Runs, expand_arrays, expand_lists
+from bubblereduce.schedules.runs import OrderArrays, Runs, check_sizes, expand_arrays, expand_lists
 
 __all__ = ["gpipe", "one_f_one_b", "gpipe_arrays", "one_f_one_b_arrays", "one_f_one_b_runs"]
-
-
-def _check_args(name: str, num_devices: int, microbatches: int, stages_per_device: int) -> None:
-    for label, value in (("num_devices", num_devices), ("microbatches", microbatches)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}: {label} must be an integer >= 1, got {value!r}")
-    if stages_per_device != 1:
-        raise ValueError(
-            f"{name} places one stage per device: stages_per_device must be 1, "
-            f"got {stages_per_device!r} (use 'interleaved-1f1b' for several stages per device)"
-        )
 
 
 def gpipe(num_devices: int, microbatches: int, stages_per_device: int = 1) -> Order:
@@ -34,7 +23,8 @@ def gpipe(num_devices: int, microbatches: int, stages_per_device: int = 1) -> Or
     Returns one list of ``(kind, stage, microbatch)`` actions per device. Raises
     ``ValueError`` for non-positive sizes or ``stages_per_device != 1``.
     """
-    _check_args("gpipe", num_devices, microbatches, stages_per_device)
+    check_sizes("gpipe", num_devices, microbatches, stages_per_device, required_stages_per_device=1,
+                hint=" (one stage per device; use \'interleaved-1f1b\' for several)")
     return expand_lists(_gpipe_runs(num_devices, microbatches), microbatches)
 
 
@@ -46,19 +36,22 @@ def one_f_one_b(num_devices: int, microbatches: int, stages_per_device: int = 1)
     ``p = num_devices``, ``m = microbatches``; returns one action list per device.
     Raises ``ValueError`` for non-positive sizes or ``stages_per_device != 1``.
     """
-    _check_args("1f1b", num_devices, microbatches, stages_per_device)
+    check_sizes("1f1b", num_devices, microbatches, stages_per_device, required_stages_per_device=1,
+                hint=" (one stage per device; use \'interleaved-1f1b\' for several)")
     return expand_lists(_one_f_one_b_order_runs(num_devices, microbatches), microbatches)
 
 
 def gpipe_arrays(num_devices: int, microbatches: int, stages_per_device: int = 1) -> OrderArrays:
     """``gpipe``'s order as flat arrays (``OrderArrays``), built without Python tuples; same errors."""
-    _check_args("gpipe", num_devices, microbatches, stages_per_device)
+    check_sizes("gpipe", num_devices, microbatches, stages_per_device, required_stages_per_device=1,
+                hint=" (one stage per device; use \'interleaved-1f1b\' for several)")
     return expand_arrays(_gpipe_runs(num_devices, microbatches), microbatches)
 
 
 def one_f_one_b_arrays(num_devices: int, microbatches: int, stages_per_device: int = 1) -> OrderArrays:
     """``one_f_one_b``'s order as flat arrays (``OrderArrays``), built without Python tuples; same errors."""
-    _check_args("1f1b", num_devices, microbatches, stages_per_device)
+    check_sizes("1f1b", num_devices, microbatches, stages_per_device, required_stages_per_device=1,
+                hint=" (one stage per device; use \'interleaved-1f1b\' for several)")
     return expand_arrays(_one_f_one_b_order_runs(num_devices, microbatches), microbatches)
 
 

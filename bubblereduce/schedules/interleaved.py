@@ -20,19 +20,9 @@ from typing import Any
 
 from bubblereduce.schedules import Order
 from bubblereduce.schedules.basic import one_f_one_b, one_f_one_b_arrays, one_f_one_b_runs
-from bubblereduce.schedules.runs import OrderArrays, Runs, expand_arrays, expand_lists
+from bubblereduce.schedules.runs import OrderArrays, Runs, check_sizes, expand_arrays, expand_lists
 
 __all__ = ["interleaved_1f1b", "interleaved_round_size", "interleaved_1f1b_arrays"]
-
-
-def _check_sizes(name: str, num_devices: int, microbatches: int, stages_per_device: int) -> None:
-    for label, value in (
-        ("num_devices", num_devices),
-        ("microbatches", microbatches),
-        ("stages_per_device", stages_per_device),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}: {label} must be an integer >= 1, got {value!r}")
 
 
 def interleaved_round_size(num_devices: int, microbatches: int) -> int:
@@ -42,7 +32,7 @@ def interleaved_round_size(num_devices: int, microbatches: int) -> int:
     ``p`` divides ``m``. Raises ``ValueError`` when ``m`` is not a multiple of ``rounds``
     (e.g. p = 4, m = 9), naming the values and what is allowed.
     """
-    _check_sizes("interleaved-1f1b", num_devices, microbatches, 1)
+    check_sizes("interleaved-1f1b", num_devices, microbatches, 1)
     rounds = max(1, microbatches // num_devices)
     if microbatches % rounds:
         raise ValueError(
@@ -64,7 +54,7 @@ def interleaved_1f1b(num_devices: int, microbatches: int, stages_per_device: int
     f, b split evenly over the v stages. Raises ``ValueError`` for non-positive sizes or an
     m that torch rejects (see ``interleaved_round_size``).
     """
-    _check_sizes("interleaved-1f1b", num_devices, microbatches, stages_per_device)
+    check_sizes("interleaved-1f1b", num_devices, microbatches, stages_per_device)
     p, m, v = num_devices, microbatches, stages_per_device
     if v == 1:
         return one_f_one_b(p, m, 1)
@@ -77,7 +67,7 @@ def interleaved_1f1b(num_devices: int, microbatches: int, stages_per_device: int
 
 def interleaved_1f1b_arrays(num_devices: int, microbatches: int, stages_per_device: int = 2) -> OrderArrays:
     """``interleaved_1f1b``'s order as flat arrays (``OrderArrays``), built without Python tuples; same errors."""
-    _check_sizes("interleaved-1f1b", num_devices, microbatches, stages_per_device)
+    check_sizes("interleaved-1f1b", num_devices, microbatches, stages_per_device)
     p, m, v = num_devices, microbatches, stages_per_device
     if v == 1:
         return one_f_one_b_arrays(p, m, 1)

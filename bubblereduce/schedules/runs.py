@@ -19,7 +19,21 @@ import numpy as np
 
 from bubblereduce.schedules import Action, Order
 
-__all__ = ["Runs", "OrderArrays", "expand_lists", "expand_arrays", "arrays_to_order"]
+__all__ = ["Runs", "OrderArrays", "expand_lists", "expand_arrays", "arrays_to_order", "check_sizes"]
+
+
+def check_sizes(name: str, num_devices: int, microbatches: int, stages_per_device: int,
+                *, required_stages_per_device: int | None = None, hint: str = "") -> None:
+    """Validate a generator's arguments: positive integers, and, when the schedule fixes it,
+    ``stages_per_device == required_stages_per_device`` (``hint`` is appended to that error).
+    Raises ``ValueError`` naming the schedule, the argument and the bad value."""
+    for label, value in (("num_devices", num_devices), ("microbatches", microbatches),
+                         ("stages_per_device", stages_per_device)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: {label} must be an integer >= 1, got {value!r}")
+    if required_stages_per_device is not None and stages_per_device != required_stages_per_device:
+        raise ValueError(f"{name}: stages_per_device must be exactly {required_stages_per_device}, "
+                         f"got {stages_per_device!r}{hint}")
 
 
 class OrderArrays(NamedTuple):

@@ -23,24 +23,14 @@ from __future__ import annotations
 from collections import deque
 
 from bubblereduce.schedules import Action, Order
-from bubblereduce.schedules.runs import OrderArrays, Runs, expand_arrays, expand_lists
+from bubblereduce.schedules.runs import OrderArrays, Runs, check_sizes, expand_arrays, expand_lists
 
 __all__ = ["zbv", "dualpipev", "v_stages", "zbv_arrays", "dualpipev_arrays"]
 
 
-def _check_sizes(name: str, num_devices: int, microbatches: int, stages_per_device: int) -> None:
-    for label, value in (("num_devices", num_devices), ("microbatches", microbatches)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}: {label} must be an integer >= 1, got {value!r}")
-    if stages_per_device != 2:
-        raise ValueError(
-            f"{name} is a V-shape schedule: stages_per_device must be exactly 2, "
-            f"got {stages_per_device!r}"
-        )
-
-
 def _check_dualpipev(num_devices: int, microbatches: int, stages_per_device: int) -> None:
-    _check_sizes("dualpipev", num_devices, microbatches, stages_per_device)
+    check_sizes("dualpipev", num_devices, microbatches, stages_per_device, required_stages_per_device=2,
+                hint=" (a V-shape schedule holds two stages per device)")
     if microbatches < 2 * num_devices:
         raise ValueError(
             f"dualpipev needs at least as many microbatches as stages: microbatches must be "
@@ -113,13 +103,15 @@ def zbv(num_devices: int, microbatches: int, stages_per_device: int = 2) -> Orde
     stage's microbatch counting 1/2. Returns one ``(kind, stage, microbatch)`` list per
     device; raises ``ValueError`` for non-positive sizes or ``stages_per_device != 2``.
     """
-    _check_sizes("zbv", num_devices, microbatches, stages_per_device)
+    check_sizes("zbv", num_devices, microbatches, stages_per_device, required_stages_per_device=2,
+                hint=" (a V-shape schedule holds two stages per device)")
     return expand_lists(_zbv_runs(num_devices, microbatches), microbatches)
 
 
 def zbv_arrays(num_devices: int, microbatches: int, stages_per_device: int = 2) -> OrderArrays:
     """``zbv``'s order as flat arrays (``OrderArrays``), built without Python tuples; same errors."""
-    _check_sizes("zbv", num_devices, microbatches, stages_per_device)
+    check_sizes("zbv", num_devices, microbatches, stages_per_device, required_stages_per_device=2,
+                hint=" (a V-shape schedule holds two stages per device)")
     return expand_arrays(_zbv_runs(num_devices, microbatches), microbatches)
 
 

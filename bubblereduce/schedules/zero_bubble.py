@@ -21,20 +21,9 @@ rank for every m torch accepts; torch has no ZB-H2 class.
 from __future__ import annotations
 
 from bubblereduce.schedules import Order
-from bubblereduce.schedules.runs import OrderArrays, Runs, expand_arrays, expand_lists
+from bubblereduce.schedules.runs import OrderArrays, Runs, check_sizes, expand_arrays, expand_lists
 
 __all__ = ["zb_h1", "zb_h2", "zb_h1_arrays", "zb_h2_arrays"]
-
-
-def _check_sizes(name: str, num_devices: int, microbatches: int, stages_per_device: int) -> None:
-    for label, value in (("num_devices", num_devices), ("microbatches", microbatches)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}: {label} must be an integer >= 1, got {value!r}")
-    if stages_per_device != 1:
-        raise ValueError(
-            f"{name} places one stage per device: stages_per_device must be 1, "
-            f"got {stages_per_device!r} (use 'zbv' for two stages per device)"
-        )
 
 
 def _zero_bubble_slots(num_devices: int, microbatches: int, lag: int) -> list[Runs]:
@@ -61,7 +50,8 @@ def zb_h1(num_devices: int, microbatches: int, stages_per_device: int = 1) -> Or
     docstring for m < p). Raises ``ValueError`` for non-positive sizes or
     ``stages_per_device != 1``.
     """
-    _check_sizes("zb-h1", num_devices, microbatches, stages_per_device)
+    check_sizes("zb-h1", num_devices, microbatches, stages_per_device, required_stages_per_device=1,
+                hint=" (one stage per device; use \'zbv\' for two)")
     return expand_lists(_zero_bubble_slots(num_devices, microbatches, lag=1), microbatches)
 
 
@@ -75,17 +65,20 @@ def zb_h2(num_devices: int, microbatches: int, stages_per_device: int = 1) -> Or
     m >= 1 is accepted (see the module docstring for m < 2p - 1). Raises ``ValueError``
     for non-positive sizes or ``stages_per_device != 1``.
     """
-    _check_sizes("zb-h2", num_devices, microbatches, stages_per_device)
+    check_sizes("zb-h2", num_devices, microbatches, stages_per_device, required_stages_per_device=1,
+                hint=" (one stage per device; use \'zbv\' for two)")
     return expand_lists(_zero_bubble_slots(num_devices, microbatches, lag=2), microbatches)
 
 
 def zb_h1_arrays(num_devices: int, microbatches: int, stages_per_device: int = 1) -> OrderArrays:
     """``zb_h1``'s order as flat arrays (``OrderArrays``), built without Python tuples; same errors."""
-    _check_sizes("zb-h1", num_devices, microbatches, stages_per_device)
+    check_sizes("zb-h1", num_devices, microbatches, stages_per_device, required_stages_per_device=1,
+                hint=" (one stage per device; use \'zbv\' for two)")
     return expand_arrays(_zero_bubble_slots(num_devices, microbatches, lag=1), microbatches)
 
 
 def zb_h2_arrays(num_devices: int, microbatches: int, stages_per_device: int = 1) -> OrderArrays:
     """``zb_h2``'s order as flat arrays (``OrderArrays``), built without Python tuples; same errors."""
-    _check_sizes("zb-h2", num_devices, microbatches, stages_per_device)
+    check_sizes("zb-h2", num_devices, microbatches, stages_per_device, required_stages_per_device=1,
+                hint=" (one stage per device; use \'zbv\' for two)")
     return expand_arrays(_zero_bubble_slots(num_devices, microbatches, lag=2), microbatches)
