@@ -32,6 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 __all__ = [
+    "print_flush",
     "script_knobs","ConfigError", "resolve_config", "format_config", "config_help", "run_main"]
 
 _TRUE = {"True", "true", "1"}
@@ -248,3 +249,8 @@ def script_knobs(namespace: Mapping[str, Any]) -> dict[str, Any]:
     """
     return {k: v for k, v in namespace.items()
             if not k.startswith("_") and not k.isupper() and isinstance(v, _KNOB_TYPES)}
+
+
+def print_flush(line: str) -> None:
+    """Print one progress line and flush, so it shows at once even when output is piped."""
+    print(line, flush=True)

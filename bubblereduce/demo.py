@@ -35,6 +35,7 @@ from bubblereduce import experiment as ex
 from bubblereduce import io as io_mod
 from bubblereduce import report as rp
 from bubblereduce import schedules as sched_mod
+from bubblereduce.config import print_flush
 
 __all__ = [
     "COMM_MODES",
@@ -654,7 +655,7 @@ def _engine_check(tmp: Path, cfg: Mapping[str, Any], profile: Any, printer: Prin
 # --------------------------------------------------------------------------- CLI
 
 
-def cli_main(defaults: Mapping[str, Any], argv: Sequence[str], printer: Printer = print) -> int:
+def cli_main(defaults: Mapping[str, Any], argv: Sequence[str], printer: Printer = print_flush) -> int:
     """Resolve ``--key=value`` overrides of ``defaults``, print and run the demo; return the exit code.
 
     Bad input (unknown key, wrong type, invalid value, missing or corrupt profile,

@@ -46,6 +46,7 @@ from bubblereduce import experiment as ex
 from bubblereduce import io as io_mod
 from bubblereduce import partition as part_mod
 from bubblereduce import report as rp
+from bubblereduce.config import print_flush
 
 __all__ = [
     "RECOMPUTE_SUFFIX",
@@ -832,7 +833,7 @@ def run_balance(cfg: Mapping[str, Any], printer: Printer = print) -> Path:
     return Path(cfg["out_dir"])
 
 
-def cli_main(defaults: Mapping[str, Any], argv: Sequence[str], printer: Printer = print) -> int:
+def cli_main(defaults: Mapping[str, Any], argv: Sequence[str], printer: Printer = print_flush) -> int:
     """Resolve ``--key=value`` overrides of ``defaults``, print them and run :func:`run_balance`; return the exit code.
 
     Bad input (unknown key, wrong type, invalid value, missing or corrupt profile,

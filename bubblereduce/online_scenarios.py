@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from bubblereduce.config import print_flush
 from bubblereduce.online import (
     PLANNERS,
     SCENARIOS,
@@ -568,11 +569,7 @@ def write_figures(runs: Sequence[ScenarioRun], cfg: OnlineConfig, out_dir: str |
     return names
 
 
-def _print_flush(line: str) -> None:
-    print(line, flush=True)
-
-
-def run_online(cfg_dict: Mapping[str, Any], printer: Callable[[str], None] = _print_flush) -> str:
+def run_online(cfg_dict: Mapping[str, Any], printer: Callable[[str], None] = print_flush) -> str:
     """Run ``online_adjust.py`` for its resolved config: profile (or load), run every
     scenario, policy and seed, write ``out_dir``; return the summary text.
 
@@ -635,7 +632,7 @@ def run_online(cfg_dict: Mapping[str, Any], printer: Callable[[str], None] = _pr
     return text
 
 
-def cli_main(defaults: Mapping[str, Any], argv: Sequence[str], printer: Callable[[str], None] = _print_flush) -> int:
+def cli_main(defaults: Mapping[str, Any], argv: Sequence[str], printer: Callable[[str], None] = print_flush) -> int:
     """Resolve ``--key=value`` overrides of ``defaults``, print them, run; return the exit code
     (2 with one ``error:`` line for bad input, see ``config.run_main``)."""
     from bubblereduce.config import format_config, resolve_config, run_main

@@ -8,7 +8,6 @@ here with numpy, brute force and the simulator, not with the module's helpers).
 
 from __future__ import annotations
 
-import csv
 import itertools
 import json
 import math
@@ -26,16 +25,22 @@ from bubblereduce import fb_balance as fb
 from bubblereduce import models
 from bubblereduce.config import script_knobs
 from bubblereduce.partition import dp_min_max
-from bubblereduce.profile import load_profiles, profile_microbatch_sizes, save_profiles
+from bubblereduce.profile import load_profiles
 from bubblereduce.schedules import SCHEDULES
 from bubblereduce.simulate import simulate
+from tests.tiny_run import (
+    BANDWIDTHS,
+    BASE_ARGS,
+    GLOBAL_BATCH,
+    MICROBATCHES,
+    TINY_WIDTHS,
+    cli_args,
+    read_rows,
+    save_tiny_profile,
+)
 
-TINY_WIDTHS = [16, 48, 24, 64, 16, 40, 8, 32, 16]  # 8 MLP layers, then the head
 TINY_CKPT = [0, 1, 2, 3]
 TINY_HEAD = 96
-GLOBAL_BATCH = 16
-MICROBATCHES = [4, 8]
-BANDWIDTHS = [0.001, 1.0]
 ALPHAS = [0.0, 0.5, 1.0, 1.25, 1.5, 2.0, 3.0]
 
 
@@ -43,42 +48,13 @@ ALPHAS = [0.0, 0.5, 1.0, 1.25, 1.5, 2.0, 3.0]
 def tiny_profile(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real (tiny) profile of the balance model at the microbatch sizes of MICROBATCHES."""
     net = fb.build_balance_model(TINY_WIDTHS, TINY_CKPT, TINY_HEAD, seed=0)
-    sizes = [GLOBAL_BATCH // m for m in MICROBATCHES]
-    profiles = profile_microbatch_sizes(
-        net, lambda b: models.mlp_input(b, TINY_WIDTHS[0], seed=0), sizes, warmup=0, repeats=1, threads=1
-    )
-    path = tmp_path_factory.mktemp("profile") / "tiny_balance_profile.json"
-    save_profiles(path, profiles)
-    return path
+    return save_tiny_profile(net, tmp_path_factory.mktemp("profile") / "tiny_balance_profile.json")
 
 
 def tiny_args(profile: Path | None, out_dir: Path, *extra: str) -> list[str]:
     """Arguments for a tiny run; ``extra`` ``--key=value`` items replace the defaults here."""
-    args = {
-        "out_dir": str(out_dir),
-        "global_batch": str(GLOBAL_BATCH),
-        "microbatches": ",".join(map(str, MICROBATCHES)),
-        "bandwidths_GBps": ",".join(map(str, BANDWIDTHS)),
-        "representative_microbatches": "4",
-        "representative_bandwidth_GBps": str(BANDWIDTHS[0]),
-        "num_stages": "2",
-        "block_n": "2",
-        "multi_stage_block_n": "1",
-        "mlp_widths": ",".join(map(str, TINY_WIDTHS)),
-        "checkpoint_layers": ",".join(map(str, TINY_CKPT)),
-        "head_width": str(TINY_HEAD),
-    }
-    if profile is not None:
-        args["profile_path"] = str(profile)
-    for item in extra:
-        key, value = item[2:].split("=", 1)
-        args[key] = value
-    return [f"--{k}={v}" for k, v in args.items()]
-
-
-def read_rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
+    base = {**BASE_ARGS, "checkpoint_layers": ",".join(map(str, TINY_CKPT)), "head_width": str(TINY_HEAD)}
+    return cli_args(base, profile, out_dir, extra)
 
 
 def block_sums(profile, block_n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -7,7 +7,6 @@ from ``profile.json`` (not from the demo's own helpers).
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from pathlib import Path
@@ -21,54 +20,30 @@ import pipeline_partition_demo as script
 from bubblereduce import experiment as ex
 from bubblereduce import models
 from bubblereduce.config import script_knobs
-from bubblereduce.profile import load_profiles, profile_microbatch_sizes, save_profiles
+from bubblereduce.profile import load_profiles
 from bubblereduce.schedules import NEEDS_W, SCHEDULES
-
-TINY_WIDTHS = [16, 48, 24, 64, 16, 40, 8, 32, 16]  # 8 layers
-GLOBAL_BATCH = 16
-MICROBATCHES = [4, 8]
-BANDWIDTHS = [0.001, 1.0]
+from tests.tiny_run import (
+    BANDWIDTHS,
+    BASE_ARGS,
+    GLOBAL_BATCH,
+    MICROBATCHES,
+    TINY_WIDTHS,
+    cli_args,
+    read_rows,
+    save_tiny_profile,
+)
 
 
 @pytest.fixture(scope="module")
 def tiny_profile(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real (tiny) profile at the microbatch sizes of MICROBATCHES, saved as JSON."""
-    model = models.build_mlp(TINY_WIDTHS, seed=0)
-    sizes = [GLOBAL_BATCH // m for m in MICROBATCHES]
-    profiles = profile_microbatch_sizes(
-        model, lambda b: models.mlp_input(b, TINY_WIDTHS[0], seed=0), sizes, warmup=0, repeats=1, threads=1
-    )
-    path = tmp_path_factory.mktemp("profile") / "tiny_profile.json"
-    save_profiles(path, profiles)
-    return path
+    return save_tiny_profile(models.build_mlp(TINY_WIDTHS, seed=0),
+                             tmp_path_factory.mktemp("profile") / "tiny_profile.json")
 
 
 def tiny_args(profile: Path | None, out_dir: Path, *extra: str) -> list[str]:
     """Arguments for a tiny run (``profile`` None: measure the tiny MLP); ``extra`` ``--key=value`` items win."""
-    args = {
-        "profile_path": str(profile),
-        "mlp_widths": ",".join(map(str, TINY_WIDTHS)),
-        "out_dir": str(out_dir),
-        "global_batch": str(GLOBAL_BATCH),
-        "microbatches": ",".join(map(str, MICROBATCHES)),
-        "bandwidths_GBps": ",".join(map(str, BANDWIDTHS)),
-        "representative_microbatches": "4",
-        "representative_bandwidth_GBps": str(BANDWIDTHS[0]),
-        "num_stages": "2",
-        "block_n": "2",
-        "multi_stage_block_n": "1",
-    }
-    if profile is None:
-        del args["profile_path"]
-    for item in extra:
-        key, value = item[2:].split("=", 1)
-        args[key] = value
-    return [f"--{k}={v}" for k, v in args.items()]
-
-
-def read_rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
+    return cli_args(BASE_ARGS, profile, out_dir, extra)
 
 
 def device_of(schedule: str, stage: int, num_devices: int) -> int:
