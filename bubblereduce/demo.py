@@ -452,33 +452,6 @@ def summary_lines(rows: Sequence[ex.GridRow], cfg: Mapping[str, Any], profile: A
 # --------------------------------------------------------------------------- outputs
 
 
-def _available_schedules(cfg: Mapping[str, Any], printer: Printer) -> dict[str, list[int]]:
-    """Schedule -> the microbatch counts it runs; prints a note for each skipped schedule or count."""
-    out: dict[str, list[int]] = {}
-    for s in cfg["schedules"]:
-        try:
-            ok, reasons = ex.supported_microbatches(s, cfg["num_stages"], cfg["microbatches"], cfg["stages_per_device"])
-        except (ImportError, AttributeError) as exc:
-            printer(f"note: schedule {s} skipped: its generator is not available ({exc})")
-            continue
-        for m, why in reasons.items():
-            printer(f"note: {s} skipped at m={m}: {why}")
-        out[s] = ok
-    return out
-
-
-def _available_planners(cfg: Mapping[str, Any], printer: Printer) -> dict[str, ex.Planner]:
-    from bubblereduce import partition as part_mod
-
-    names = []
-    for name in ex.STRATEGIES:
-        if not hasattr(part_mod, name):
-            printer(f"note: strategy {name} skipped: bubblereduce.partition.{name} is not available")
-            continue
-        names.append(name)
-    return ex.standard_planners(alpha=float(cfg["alpha"]), slack=float(cfg["slack"]), strategies=names)
-
-
 def write_outputs(
     tmp: Path,
     rows: Sequence[ex.GridRow],
@@ -540,13 +513,7 @@ def run_demo(cfg: Mapping[str, Any], printer: Printer = print) -> Path:
             profiles = loaded
         t_profile = time.perf_counter() - t_profile
         by_m = dict(zip(cfg["microbatches"], profiles, strict=True))
-        cache: dict[tuple[int, int], ex.BlockCosts] = {}
-
-        def costs_for(m: int, v: int) -> ex.BlockCosts:
-            bn = cfg["block_n"] if v == 1 else cfg["multi_stage_block_n"]
-            if (m, bn) not in cache:
-                cache[(m, bn)] = ex.block_costs(by_m[m], bn)
-            return cache[(m, bn)]
+        costs_for = ex.block_cost_lookup(by_m, cfg["block_n"], cfg["multi_stage_block_n"])
 
         rep_m = int(cfg["representative_microbatches"])
         rep_bw = float(cfg["representative_bandwidth_GBps"])
@@ -555,8 +522,9 @@ def run_demo(cfg: Mapping[str, Any], printer: Printer = print) -> Path:
         printer(f"\nper-block costs (block_n={cfg['block_n']}):")
         printer(rp.block_table(costs_for(rep_m, 1)))
 
-        schedules = _available_schedules(cfg, printer)
-        planners = _available_planners(cfg, printer)
+        schedules = ex.runnable_microbatches(cfg["schedules"], cfg["num_stages"], cfg["microbatches"],
+                                             cfg["stages_per_device"], printer)
+        planners = ex.standard_planners(alpha=float(cfg["alpha"]), slack=float(cfg["slack"]))
         for s, ok in schedules.items():
             if rep_m not in ok:
                 printer(f"note: no timeline for {s}: it cannot run the representative m={rep_m}")

@@ -59,6 +59,8 @@ __all__ = [
     "stage_arrays",
     "simulate_partition",
     "supported_microbatches",
+    "runnable_microbatches",
+    "block_cost_lookup",
     "simulate_grid",
     "grid_csv",
     "bandwidth_token",
@@ -371,6 +373,38 @@ def supported_microbatches(
         else:
             ok.append(m)
     return ok, reasons
+
+
+def runnable_microbatches(
+    schedules: Iterable[str], num_devices: int, microbatches: Sequence[int], stages_per_device: int,
+    printer: Callable[[str], None],
+) -> dict[str, list[int]]:
+    """Schedule -> the microbatch counts of ``microbatches`` it can run; prints one note per
+    skipped (schedule, m) saying why (e.g. dualpipev needs m >= 2 x devices)."""
+    out: dict[str, list[int]] = {}
+    for s in schedules:
+        ok, reasons = supported_microbatches(s, num_devices, microbatches, stages_per_device)
+        for m, why in reasons.items():
+            printer(f"note: {s} skipped at m={m}: {why}")
+        out[s] = ok
+    return out
+
+
+def block_cost_lookup(
+    profiles_by_m: Mapping[int, object], block_n: int, multi_stage_block_n: int
+) -> Callable[[int, int], BlockCosts]:
+    """``costs_for(m, v)``: block costs of the profile measured for m microbatches, grouped in
+    blocks of ``block_n`` layers for one stage per device (v = 1) or ``multi_stage_block_n``
+    layers for multi-stage schedules; each grouping is computed once."""
+    cache: dict[tuple[int, int], BlockCosts] = {}
+
+    def costs_for(m: int, v: int) -> BlockCosts:
+        bn = int(block_n if v == 1 else multi_stage_block_n)
+        if (m, bn) not in cache:
+            cache[(m, bn)] = block_costs(profiles_by_m[m], bn)
+        return cache[(m, bn)]
+
+    return costs_for
 
 
 def simulate_grid(

@@ -780,25 +780,15 @@ def run_balance(cfg: Mapping[str, Any], printer: Printer = print) -> Path:
             printer(f"loaded profile '{cfg['profile_path']}' ({len(loaded)} microbatch sizes)")
             profiles = loaded
         by_m = dict(zip(cfg["microbatches"], profiles, strict=True))
-        cache: dict[tuple[int, int], ex.BlockCosts] = {}
-
-        def costs_for(m: int, v: int) -> ex.BlockCosts:
-            bn = int(cfg["block_n"] if v == 1 else cfg["multi_stage_block_n"])
-            if (m, bn) not in cache:
-                cache[(m, bn)] = ex.block_costs(by_m[m], bn)
-            return cache[(m, bn)]
+        costs_for = ex.block_cost_lookup(by_m, cfg["block_n"], cfg["multi_stage_block_n"])
 
         rep_m = int(cfg["representative_microbatches"])
         layer_names = list(by_m[rep_m].names)
         printer(f"\nmeasured per-block costs, m = {rep_m} ({cfg['global_batch'] // rep_m} samples per microbatch):")
         printer(ratio_table(costs_for(rep_m, 1), layer_names))
 
-        schedules: dict[str, list[int]] = {}
-        for s in cfg["schedules"]:
-            ok, reasons = ex.supported_microbatches(s, cfg["num_stages"], cfg["microbatches"], cfg["stages_per_device"])
-            for m, why in reasons.items():
-                printer(f"note: {s} skipped at m={m}: {why}")
-            schedules[s] = ok
+        schedules = ex.runnable_microbatches(cfg["schedules"], cfg["num_stages"], cfg["microbatches"],
+                                             cfg["stages_per_device"], printer)
         printer("")
         rows = ex.simulate_grid(
             costs_for,
