@@ -39,7 +39,6 @@ __all__ = [
     "chrome_trace",
     "check_writable_dir",
     "StagedOutput",
-    "OutputDir",
 ]
 
 PathLike = str | os.PathLike[str]
@@ -400,7 +399,3 @@ class StagedOutput:
             os.replace(src, dst)
             moved.append(dst)
         return moved
-
-
-OutputDir = StagedOutput
-"""Alias of :class:`StagedOutput` (the name docs/architecture.md uses)."""

@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bubblereduce.schedule_search import stages_per_device_for
+from bubblereduce.schedule_search import CompiledOrder, stages_per_device_for
 from bubblereduce.schedules import NEEDS_W, SCHEDULES, build_order
 from bubblereduce.simulate import SimResult, simulate, stage_comm_seconds
 
@@ -310,10 +310,9 @@ class PipelineModel:
             return pre[bounds[:, 1:]] - pre[bounds[:, :-1]]
 
         f, b = stage(f_s), stage(b_s)
-        w = np.zeros_like(b) if (w_s is None or not self.uses_w) else np.minimum(stage(w_s), b)
+        w = None if (w_s is None or not self.uses_w) else np.minimum(stage(w_s), b)
         comm = self.act_bytes[cuts - 1] / (self.cfg.bandwidth_GBps * 1e9)
-        cv = np.concatenate((f, b, np.maximum(b - w, 0.0), w, comm, np.zeros((len(cuts), 1))), axis=1)
-        return compiled.time(cv)[0]
+        return compiled.time(compiled.cost_vectors(f, b, w, comm))[0]
 
     def predict_s(self, parts: Sequence[tuple[int, int]], f_s: np.ndarray, b_s: np.ndarray,
                   w_s: np.ndarray | None) -> float:
@@ -330,17 +329,14 @@ class PipelineModel:
         # layout of schedule_search's compiled evaluator: F, B, I, W per stage, comm per boundary, 0
         f = self.stage_sums(parts, f_rows)
         b = self.stage_sums(parts, b_rows)
-        w = np.zeros_like(b) if w_rows is None else np.minimum(self.stage_sums(parts, w_rows), b)
-        comm = np.broadcast_to(self.comm_s(parts), (f.shape[0], len(parts) - 1))
-        return np.concatenate((f, b, np.maximum(b - w, 0.0), w, comm, np.zeros((f.shape[0], 1))), axis=1)
+        w = None if w_rows is None else np.minimum(self.stage_sums(parts, w_rows), b)
+        return CompiledOrder.cost_vectors(f, b, w, self.comm_s(parts))
 
-    def _compiled(self):  # noqa: ANN202 - private evaluator type of another module
+    def _compiled(self) -> CompiledOrder | None:
         if "compiled" in self._cache:
             return self._cache["compiled"]
         compiled = None
         try:
-            from bubblereduce.schedule_search import CompiledOrder
-
             compiled = CompiledOrder(self._order(), self.cfg.num_stages, "overlap")
             # self-check against simulate on heterogeneous rows of a valid partition
             rng = np.random.default_rng(12345)
@@ -355,7 +351,7 @@ class PipelineModel:
                 if not abs(got[r] - ref) <= 1e-9 * max(abs(ref), 1e-300):
                     compiled = None
                     break
-        except (ImportError, AttributeError, TypeError, ValueError, IndexError):
+        except (TypeError, ValueError, IndexError):
             compiled = None
         self._cache["compiled"] = compiled
         return compiled

@@ -148,6 +148,19 @@ def stages_per_device_for(schedule: str, stages_per_device: int | None = None) -
 class CompiledOrder:
     """A static order as a DAG in topological levels, timed for many cost vectors at once."""
 
+    @staticmethod
+    def cost_vectors(f: np.ndarray, b: np.ndarray, w: np.ndarray | None, comm: np.ndarray) -> np.ndarray:
+        """Cost-vector rows in the layout above from per-stage seconds.
+
+        ``f``, ``b``, ``w``: (rows, S) or (S,) forward, full backward and weight-grad
+        seconds (``w`` None: no split); ``comm``: (rows, S-1) or (S-1,) boundary seconds.
+        I = max(b - w, 0). Returns a (rows, 5S) array.
+        """
+        f, b = np.atleast_2d(f), np.atleast_2d(b)
+        w = np.zeros_like(b) if w is None else np.atleast_2d(w)
+        comm = np.broadcast_to(np.atleast_2d(comm), (f.shape[0], f.shape[1] - 1))
+        return np.concatenate((f, b, np.maximum(b - w, 0.0), w, comm, np.zeros((f.shape[0], 1))), axis=1)
+
     def __init__(self, order: Sequence[Sequence[tuple[str, int, int]]], num_stages: int, comm_mode: str):
         S = num_stages
         self.num_stages = S
@@ -369,10 +382,8 @@ class _Blocks:
         st, en = bd[:, :-1], bd[:, 1:]
         F = self.pf[en] - self.pf[st]
         B = self.pb[en] - self.pb[st]
-        W = np.zeros_like(B) if self.pw is None else self.pw[en] - self.pw[st]
-        Iv = np.maximum(B - W, 0.0)
-        C = self.comm[en[:, :-1] - 1]
-        return np.concatenate((F, B, Iv, W, C, np.zeros((cuts.shape[0], 1))), axis=1)
+        W = None if self.pw is None else self.pw[en] - self.pw[st]
+        return CompiledOrder.cost_vectors(F, B, W, self.comm[en[:, :-1] - 1])
 
     def stage_arrays(self, cuts: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
         bd = [0, *cuts, self.n]
@@ -795,5 +806,4 @@ def makespan_lower_bound(
     m = _check_int("microbatches", microbatches, 1)
     v = _check_int("stages_per_device", stages_per_device, 1)
     compiled = CompiledOrder(build_order(schedule, S, m, v), S, comm_mode)
-    cv = np.concatenate((fa, ba, np.maximum(ba - wa, 0.0), wa, ca, [0.0]))[None, :]
-    return float(compiled.lower_bound(cv)[0])
+    return float(compiled.lower_bound(CompiledOrder.cost_vectors(fa, ba, wa, ca))[0])
